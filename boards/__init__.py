@@ -1,0 +1,2 @@
+"""Board tops and platforms (amaranth-boards), I/O wrappers and toolchain settings. Not written
+yet."""

@@ -1,0 +1,1 @@
+"""Bundled models (``*.bnn`` files with a card each)."""
