@@ -1,1 +1,306 @@
-def main(argv=None):\n    return 0
+"""The ``bnnfab`` command.
+
+Every user error (a missing or corrupt file, a bad option, inputs that do not fit the model)
+ends with one line ``bnnfab: error: ...`` naming the rule and the value, and exit code 2; never
+a traceback.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+import time
+from pathlib import Path
+from typing import Sequence
+
+import numpy as np
+
+from . import __version__
+
+EXIT_USAGE = 2
+
+
+class CliError(Exception):
+    """A user-facing error: printed as one line, exit code 2."""
+
+
+# -- argument types ------------------------------------------------------------------------------
+
+
+def _depth(text: str) -> int | None:
+    if text.lower() in ("none", "inf", "unlimited"):
+        return None
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"depth must be a whole number >= 0 or 'none', not {text!r}") from None
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"depth must be a whole number >= 0 or 'none', not {text!r}")
+    return value
+
+
+def _positive(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"must be a positive whole number, not {text!r}") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be a positive whole number, not {text!r}")
+    return value
+
+
+# -- helpers -------------------------------------------------------------------------------------
+
+
+def _load_model(ref: str):
+    """A model from a ``.bnn`` path or the name of a bundled model."""
+    from .models import zoo
+    from .models.io import ModelFileError, load_model
+
+    path = Path(ref)
+    if path.exists() or ref.endswith(".bnn") or os.sep in ref:
+        try:
+            return load_model(path)
+        except ModelFileError as exc:
+            raise CliError(str(exc)) from None
+    try:
+        return zoo.load(ref)
+    except KeyError:
+        raise CliError(
+            f"no model file {ref!r} and no bundled model of that name; bundled: {', '.join(zoo.names())}"
+        ) from None
+
+
+def _load_npy(path: str, what: str) -> np.ndarray:
+    p = Path(path)
+    if not p.is_file():
+        raise CliError(f"no such {what} file: {path}")
+    try:
+        return np.load(p, allow_pickle=False)
+    except ValueError as exc:
+        raise CliError(f"{path}: cannot read {what} as a .npy array without pickle ({exc})") from None
+    except (OSError, EOFError) as exc:
+        raise CliError(f"{path}: cannot read {what} as a .npy array ({exc})") from None
+
+
+def _print_table(df, out=None) -> None:
+    import pandas as pd
+
+    with pd.option_context("display.max_rows", 500, "display.max_columns", 50, "display.width", 200):
+        print(df.to_string(index=False), file=out or sys.stdout)
+
+
+def _gather_inputs(args, model):
+    """(x, y or None, description) from --dataset / --inputs / --labels."""
+    from .models.datasets import DatasetError, load_dataset
+
+    if args.inputs is not None:
+        x = _load_npy(args.inputs, "inputs")
+        y = None
+        if args.labels is not None:
+            y = _load_npy(args.labels, "labels")
+            if y.ndim != 1 or y.shape[0] != x.shape[0] or not np.issubdtype(y.dtype, np.integer):
+                raise CliError(
+                    f"labels must be a 1-D integer array with one label per input ({x.shape[0]}), got shape {y.shape}, dtype {y.dtype}"
+                )
+        return x, y, args.inputs
+    if args.labels is not None:
+        raise CliError("--labels goes with --inputs")
+    try:
+        ds = load_dataset(args.dataset, args.split)
+    except DatasetError as exc:
+        raise CliError(str(exc)) from None
+    return ds.x, ds.y, f"{ds.name} ({ds.split} split, {len(ds)} images)"
+
+
+# -- commands ------------------------------------------------------------------------------------
+
+
+def cmd_info(args) -> int:
+    from .sim.report import layer_table
+
+    model = _load_model(args.model)
+    spec = model.input
+    kind = "binary (±1)" if spec.binary else f"{'signed' if spec.signed else 'unsigned'} {spec.bits}-bit integers"
+    print(f"model    {model.name or '(unnamed)'}")
+    print(f"input    {'x'.join(map(str, spec.shape))}, {kind}")
+    print(f"classes  {model.n_classes}" + ("" if model.epilogue is None else " (with a float epilogue)"))
+    for key, value in sorted(model.metadata.items()):
+        print(f"{key:8s} {value}")
+    print()
+    _print_table(layer_table(model))
+    return 0
+
+
+def cmd_simulate(args) -> int:
+    from .sim.functional import InputError, Simulator
+    from .sim.report import layer_table, plan_model_mst
+
+    model = _load_model(args.model)
+    x, y, what = _gather_inputs(args, model)
+    sim = Simulator(model)
+    t0 = time.perf_counter()
+    try:
+        result = sim.run(x, batch_size=args.batch_size, progress=not args.no_progress)
+    except InputError as exc:
+        raise CliError(f"{what}: {exc}") from None
+    dt = time.perf_counter() - t0
+    n = result.scores.shape[0]
+    print(f"simulated {n} inputs from {what} in {dt:.3f} s ({n / max(dt, 1e-9):,.0f} images/s)")
+    if y is not None:
+        acc = float((result.classes == y).mean())
+        print(f"accuracy {acc * 100:.2f}% ({int((result.classes == y).sum())}/{n})")
+    schedules = plan_model_mst(model, max_depth=args.mst_depth)
+    depth = "unlimited" if args.mst_depth is None else args.mst_depth
+    print(f"\nper-layer (ops per image; MST at depth limit {depth}):")
+    _print_table(layer_table(model, schedules))
+    if args.output is not None:
+        out = Path(args.output)
+        try:
+            np.save(out, result.outputs)
+        except OSError as exc:
+            raise CliError(f"cannot write --output {args.output}: {exc}") from None
+        kind = "float logits" if result.logits is not None else "integer scores"
+        print(f"\nwrote {kind} {result.outputs.shape} to {out}")
+    return 0
+
+
+def cmd_mst(args) -> int:
+    from .sim.report import plan_model_mst
+
+    model = _load_model(args.model)
+    schedules = plan_model_mst(model, max_depth=args.max_depth, allow_inverted=args.inverted)
+    rows = []
+    for i, sch in schedules.items():
+        layer = model.layers[i]
+        stats = sch.stats()
+        pos = model.positions(i)
+        rows.append(
+            {
+                "layer": i,
+                "name": layer.name,
+                **stats,
+                "positions": pos,
+                "direct_ops_per_image": pos * stats["direct_ops"],
+                "mst_ops_per_image": pos * stats["mst_ops"],
+            }
+        )
+    direct = sum(r["direct_ops_per_image"] for r in rows)
+    mst = sum(r["mst_ops_per_image"] for r in rows)
+    summary = {
+        "model": model.name,
+        "max_depth": args.max_depth,
+        "allow_inverted": args.inverted,
+        "direct_ops_per_image": direct,
+        "mst_ops_per_image": mst,
+        "ratio": round(direct / mst, 4) if mst else None,
+    }
+    if args.json:
+        print(json.dumps({"summary": summary, "layers": rows}, indent=2, sort_keys=True, default=int))
+        return 0
+    import pandas as pd
+
+    if not rows:
+        print("the model has no binary Dense/Conv2d layers to plan")
+        return 0
+    _print_table(pd.DataFrame(rows))
+    print(
+        f"\nwhole model: {direct:,} -> {mst:,} binary ops per image "
+        f"({summary['ratio']}x fewer) at depth limit {'unlimited' if args.max_depth is None else args.max_depth}"
+    )
+    return 0
+
+
+def cmd_demo(args) -> int:
+    from .models import zoo
+    from .models.datasets import load_dataset
+    from .sim.functional import Simulator
+    from .sim.report import layer_table, plan_model_mst
+
+    model = zoo.load(zoo.DEFAULT)
+    ds = load_dataset("digits", "test")
+    print(f"bnnfab {__version__} demo: bundled model {model.name!r} on {ds.name} ({ds.split} split, {len(ds)} images)\n")
+    t0 = time.perf_counter()
+    direct = Simulator(model).run(ds.x, return_activations=True)
+    dt = time.perf_counter() - t0
+    acc = float((direct.classes == ds.y).mean())
+    print(f"functional simulator (Numba, packed XNOR-popcount): accuracy {acc * 100:.2f}%, {dt:.3f} s incl. JIT load")
+    depth = args.mst_depth
+    schedules = plan_model_mst(model, max_depth=depth)
+    via_mst = Simulator(model, mst=schedules).run(ds.x, return_activations=True)
+    same = np.array_equal(direct.scores, via_mst.scores) and all(
+        np.array_equal(a, b) for a, b in zip(direct.activations, via_mst.activations)
+    )
+    print(
+        f"MST channel reuse (depth limit {'unlimited' if depth is None else depth}): every activation and score "
+        f"{'IDENTICAL to' if same else 'DIFFERS from'} the direct path"
+    )
+    print()
+    _print_table(layer_table(model, schedules))
+    if not same:
+        print("bnnfab: error: the MST path disagrees with the direct path", file=sys.stderr)
+        return 1
+    return 0
+
+
+# -- parser --------------------------------------------------------------------------------------
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="bnnfab",
+        description="Bit-exact binary neural networks: simulate, plan MST channel reuse, inspect models.",
+    )
+    parser.add_argument("--version", action="version", version=f"bnnfab {__version__}")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+
+    p = sub.add_parser("demo", help="simulate the bundled default model on the digits test split")
+    p.add_argument("--mst-depth", type=_depth, default=4, metavar="D", help="MST depth limit for the cross-check (default 4; 'none' = unlimited)")
+    p.set_defaults(func=cmd_demo)
+
+    p = sub.add_parser("simulate", help="bit-exact inference of a model on a dataset or a .npy batch")
+    p.add_argument("model", help="a .bnn model file or the name of a bundled model")
+    src = p.add_mutually_exclusive_group()
+    src.add_argument("--dataset", default="digits", metavar="NAME", help="bundled dataset (default: digits)")
+    src.add_argument("--inputs", metavar="X.npy", help="inputs: (batch, *input shape) integers (or reals, for a binary input)")
+    p.add_argument("--split", default="test", choices=["train", "test", "all"], help="dataset split (default: test)")
+    p.add_argument("--labels", metavar="Y.npy", help="labels for --inputs, to report accuracy")
+    p.add_argument("--output", metavar="Y.npy", help="write the final outputs, one row per input (float logits with an epilogue, else integer scores)")
+    p.add_argument("--mst-depth", type=_depth, default=None, metavar="D", help="depth limit of the MST column in the table (default: unlimited)")
+    p.add_argument("--batch-size", type=_positive, default=8192, metavar="B", help="images per chunk (default 8192)")
+    p.add_argument("--no-progress", action="store_true", help="no progress bar")
+    p.set_defaults(func=cmd_simulate)
+
+    p = sub.add_parser("mst", help="plan MST channel reuse for every binary layer")
+    p.add_argument("model", help="a .bnn model file or the name of a bundled model")
+    p.add_argument("--max-depth", type=_depth, required=True, metavar="D", help="depth limit: 0 (no reuse), 1, 2, ... or 'none'")
+    p.add_argument("--inverted", action="store_true", help="allow inverted parents (K - p, distance K - d)")
+    p.add_argument("--json", action="store_true", help="print JSON instead of a table")
+    p.set_defaults(func=cmd_mst)
+
+    p = sub.add_parser("info", help="describe a model: input, layers, shapes, metadata")
+    p.add_argument("model", help="a .bnn model file or the name of a bundled model")
+    p.set_defaults(func=cmd_info)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if getattr(args, "func", None) is None:
+        parser.print_help()
+        return EXIT_USAGE
+    try:
+        return int(args.func(args) or 0)
+    except CliError as exc:
+        print(f"bnnfab: error: {exc}", file=sys.stderr)
+        return EXIT_USAGE
+    except KeyboardInterrupt:
+        print("bnnfab: interrupted", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())

@@ -80,10 +80,11 @@ def _where(index: int | None, name: str, kind: str) -> str:
 
 
 def _pair(value: Any, what: str, where: str, minimum: int) -> tuple[int, int]:
+    pair = value
     if isinstance(value, (int, np.integer)) and not isinstance(value, bool):
-        value = (int(value), int(value))
+        pair = (int(value), int(value))
     try:
-        a, b = value
+        a, b = pair
     except (TypeError, ValueError):
         raise ModelError(f"{where}: {what} must be an integer or a pair of integers, not {value!r}") from None
     for v in (a, b):

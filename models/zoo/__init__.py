@@ -1,1 +1,48 @@
-"""Bundled models (``*.bnn`` files with a card each)."""
+"""Bundled models: ``<name>.bnn`` files beside this module, each with a card ``<name>.md``.
+
+``python -m bnnfab.models.zoo`` rebuilds the closed-form models deterministically from the
+digits training split and rewrites their files (the committed files are the reference; a
+rebuild on another machine's LAPACK may differ in a near-zero sign).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+__all__ = ["DEFAULT", "names", "path", "load", "rebuild"]
+
+DEFAULT = "digits-ecoc-mlp"
+_HERE = Path(__file__).resolve().parent
+
+
+def names() -> list[str]:
+    """Names of the bundled models."""
+    return sorted(p.stem for p in _HERE.glob("*.bnn"))
+
+
+def path(name: str) -> Path:
+    """The file of a bundled model; KeyError naming the choices if there is none."""
+    p = _HERE / f"{name}.bnn"
+    if not p.is_file():
+        raise KeyError(f"no bundled model {name!r}; bundled: {', '.join(names())}")
+    return p
+
+
+def load(name: str = DEFAULT):
+    """Load a bundled model by name."""
+    from ..io import load_model
+
+    return load_model(path(name))
+
+
+def rebuild() -> list[Path]:
+    """Rebuild the closed-form bundled models and write their files."""
+    from ..datasets import load_dataset
+    from ..io import save_model
+    from .builders import ecoc_mlp
+
+    train = load_dataset("digits", "train")
+    model = ecoc_mlp(train.x, train.y, train.n_classes)
+    out = _HERE / f"{model.name}.bnn"
+    save_model(model, out)
+    return [out]
