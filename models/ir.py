@@ -250,10 +250,12 @@ class _Compute(_LayerBase):
 
     def popcount_thresholds(self) -> np.ndarray:
         """``T = ceil((t + K) / 2)``: the popcount-domain test ``p >= T`` of a binary layer whose
-        every position sees all K taps (design.md §2). T <= 0 and T > K are legal constants."""
+        every position sees all K taps (design.md §2). Constant channels come out as T = 0
+        (always fires) or T = K + 1 (never fires), whatever the size of ``t``."""
         if self.thresholds is None:
             raise ModelError(f"{self.where()}: the output layer has no thresholds")
-        t = self.thresholds
+        # dot lies in [-K, K]: clipping t to [-K-1, K+1] keeps every test and cannot overflow
+        t = np.clip(self.thresholds, -self.k - 1, self.k + 1)
         return -((-(t + self.k)) // 2)  # ceil division, exact on int64
 
     def _check_thresholds(self) -> None:

@@ -109,7 +109,8 @@ class _Prepared:
             self.thr = None
         elif isinstance(layer, Conv2d) and layer.padding is Padding.ZERO and layer.padded:
             s = _pad_tap_sums(layer, self.in_shape)
-            t = layer.thresholds.astype(np.int64)[None, :]
+            # dot_valid lies in [-K, K]: clipping t keeps every test and avoids int64 overflow
+            t = np.clip(layer.thresholds, -self.k - 1, self.k + 1)[None, :]
             self.thr = _clip_thresholds(-((-(t + self.k - s)) // 2), self.k)
         else:
             self.thr = _clip_thresholds(layer.popcount_thresholds()[None, :], self.k)

@@ -116,7 +116,8 @@ def test_popcount_threshold_matches_real_threshold(k, tau):
     t, flip = threshold_from_affine(np.array([1.0]), np.array([tau]))
     layer = Dense(np.zeros((1, k), bool), t)
     big_t = int(layer.popcount_thresholds()[0])
-    assert big_t == math.ceil((Fraction(tau) + k) / 2)  # exact rational arithmetic, no float rounding
+    # exact rational arithmetic, no float rounding; constant channels come out clipped to [0, K+1]
+    assert big_t == min(max(math.ceil((Fraction(tau) + k) / 2), 0), k + 1)
     for p in range(k + 1):
         assert (p >= big_t) == (2 * p - k >= tau)
 
@@ -128,7 +129,7 @@ def test_negative_scale_flip(k, tau):
     t, flip = threshold_from_affine(np.array([-2.0]), np.array([tau]))
     assert flip[0]
     big_t = int(Dense(np.zeros((1, k), bool), t).popcount_thresholds()[0])
-    assert big_t == k - math.floor((Fraction(tau) + k) / 2)  # the contract's form, exactly
+    assert big_t == min(max(k - math.floor((Fraction(tau) + k) / 2), 0), k + 1)  # the contract's form
     for p in range(k + 1):  # p: popcount of the ORIGINAL weights; flipped popcount is K - p
         assert ((k - p) >= big_t) == (2 * p - k <= tau)
 
@@ -149,3 +150,9 @@ def test_pack_unpack_round_trip(k, rows, data):
 
 def test_padding_values():
     assert [p.value_pm1 for p in Padding] == [0, 1, -1]
+
+
+def test_extreme_thresholds_do_not_overflow():
+    t = np.array([np.iinfo(np.int64).max, np.iinfo(np.int64).min, 5, -5, 0])
+    big_t = Dense(np.zeros((5, 4), bool), t).popcount_thresholds()
+    np.testing.assert_array_equal(big_t, [5, 0, 5, 0, 2])
