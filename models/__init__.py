@@ -4,6 +4,7 @@ Imports none of bnnfab's other subpackages (design.md §1).
 """
 
 from .bits import WORD_BITS, binarize, n_words, pack_bits, to_pm1, unpack_bits
+from .io import SUFFIX, ModelFileError, dumps_model, load_model, loads_model, save_model
 from .ir import (
     Conv2d,
     Dense,
@@ -38,4 +39,10 @@ __all__ = [
     "ModelError",
     "Padding",
     "threshold_from_affine",
+    "SUFFIX",
+    "ModelFileError",
+    "dumps_model",
+    "load_model",
+    "loads_model",
+    "save_model",
 ]

@@ -25,8 +25,10 @@ Contracts (``shared/design.md`` §2):
 from __future__ import annotations
 
 import enum
+import math
+import types
 from dataclasses import dataclass, field
-from typing import Any, Union
+from typing import Any, Mapping, Union
 
 import numpy as np
 
@@ -408,7 +410,7 @@ class Flatten(_LayerBase):
     def out_shape(self, in_shape: tuple[int, ...], index: int | None = None) -> tuple[int, ...]:
         if len(in_shape) != 3:
             raise ModelError(f"{self.where(index)}: flatten takes an (H, W, C) map; got shape {in_shape}")
-        return (int(np.prod(in_shape)),)
+        return (math.prod(in_shape),)  # Python ints: no silent int64 wrap-around
 
 
 @dataclass(frozen=True, eq=False)
@@ -458,7 +460,7 @@ class Model:
     layers: tuple[Layer, ...]
     epilogue: Epilogue | None = None
     name: str = ""
-    metadata: dict[str, str] = field(default_factory=dict)
+    metadata: Mapping[str, str] = field(default_factory=dict)  # read-only after construction
     shapes: tuple[tuple[int, ...], ...] = field(init=False, repr=False)
 
     def __post_init__(self) -> None:
@@ -493,11 +495,11 @@ class Model:
                 raise ModelError(
                     f"epilogue: has {self.epilogue.scale.shape[0]} classes but the last layer emits {shapes[-1][0]} scores"
                 )
-        if not isinstance(self.metadata, dict) or not all(
+        if not isinstance(self.metadata, (dict, types.MappingProxyType)) or not all(
             isinstance(k, str) and isinstance(v, str) for k, v in self.metadata.items()
         ):
             raise ModelError(f"model: metadata must map strings to strings, not {self.metadata!r}")
-        object.__setattr__(self, "metadata", dict(self.metadata))
+        object.__setattr__(self, "metadata", types.MappingProxyType(dict(self.metadata)))
         if not isinstance(self.name, str):
             raise ModelError(f"model: name must be a string, not {self.name!r}")
 
@@ -533,7 +535,7 @@ class Model:
             and all(a == b for a, b in zip(self.layers, other.layers))
             and self.epilogue == other.epilogue
             and self.name == other.name
-            and self.metadata == other.metadata
+            and dict(self.metadata) == dict(other.metadata)
         )
 
     __hash__ = None  # type: ignore[assignment]

@@ -156,3 +156,11 @@ def test_extreme_thresholds_do_not_overflow():
     t = np.array([np.iinfo(np.int64).max, np.iinfo(np.int64).min, 5, -5, 0])
     big_t = Dense(np.zeros((5, 4), bool), t).popcount_thresholds()
     np.testing.assert_array_equal(big_t, [5, 0, 5, 0, 2])
+
+
+def test_metadata_is_read_only_and_flatten_does_not_wrap():
+    m = Model(InputSpec((4,), bits=1), (_out(2, 4),), metadata={"a": "b"})
+    with pytest.raises(TypeError):
+        m.metadata["a"] = "c"  # type: ignore[index]
+    with pytest.raises(ModelError, match="receives 18446744073709551620 values"):
+        Model(InputSpec((2**62 + 1, 1, 4), bits=1), (Flatten(), _out(2, 4)))
