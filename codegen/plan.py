@@ -1,0 +1,240 @@
+"""Planning passes of hardware generation, each one concern:
+
+1. :func:`lower_layers` — the model as a chain of matrix-vector layers in stream order: a
+   Flatten at the input is absorbed (a CHW flatten becomes a permutation of the next layer's
+   weight columns, exactly), thresholds move to the popcount domain.
+2. :func:`plan_folding` — engine, PE and SIMD of every layer (explicit or automatic for a target
+   cycles-per-image, balancing the pipeline).
+3. :func:`plan_schedules` — the MST schedule of every unrolled layer that uses reuse.
+
+The result, a :class:`HwPlan`, is all later passes (assembly, Verilog, reports, cycle model)
+need; it holds no hardware objects.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+from ..models import Conv2d, Dense, Flatten, FlattenOrder, MaxPool2d, Model
+from ..sim.mst import MstSchedule, plan_mst
+from .config import ConfigError, Engine, GenConfig, LayerChoice
+
+__all__ = ["MatVec", "LayerPlan", "HwPlan", "lower_layers", "plan_folding", "plan_schedules", "make_plan"]
+
+
+@dataclass(frozen=True)
+class MatVec:
+    """One matrix-vector layer in stream order.
+
+    ``weights`` (N, K) bool with columns in the order the vector streams in; ``thresholds`` the
+    popcount-domain ``T`` (binary layers) or dot-domain ``t`` (integer layer), None for the
+    output layer; ``index`` the IR layer it comes from.
+    """
+
+    index: int
+    name: str
+    weights: np.ndarray
+    thresholds: np.ndarray | None
+    integer: bool
+    in_bits: int  # bits per input element (1 for binary layers)
+    in_signed: bool
+
+    @property
+    def n(self) -> int:
+        return int(self.weights.shape[0])
+
+    @property
+    def k(self) -> int:
+        return int(self.weights.shape[1])
+
+
+@dataclass(frozen=True)
+class LayerPlan:
+    """A layer's hardware: its engine, folding and MST schedule."""
+
+    layer: MatVec
+    engine: Engine
+    pe: int
+    simd: int
+    schedule: MstSchedule | None = None
+
+    @property
+    def nf(self) -> int:
+        return -(-self.layer.n // self.pe)
+
+    @property
+    def sf(self) -> int:
+        return -(-self.layer.k // self.simd)
+
+    @property
+    def cycles_per_vector(self) -> int:
+        return 1 if self.engine is Engine.UNROLLED else self.nf * self.sf
+
+
+@dataclass(frozen=True)
+class HwPlan:
+    model: Model
+    config: GenConfig
+    layers: tuple[LayerPlan, ...]
+
+    @property
+    def cycles_per_image(self) -> int:
+        """Steady-state initiation interval: the slowest layer's cycles per vector."""
+        return max(lp.cycles_per_vector for lp in self.layers)
+
+
+def _chw_to_hwc_columns(shape: tuple[int, int, int]) -> np.ndarray:
+    """perm such that w_hwc = w_chw[:, perm]: column j of the HWC order is column perm[j] in CHW."""
+    h, w, c = shape
+    return np.arange(h * w * c).reshape(c, h, w).transpose(1, 2, 0).reshape(-1)
+
+
+def lower_layers(model: Model) -> list[MatVec]:
+    """Pass 1: the model as matrix-vector layers in stream order (see the module docstring).
+
+    Raises
+    ------
+    ConfigError
+        For layers the generator does not build yet (convolution, max-pool): the message names
+        the layer.
+    """
+    out: list[MatVec] = []
+    perm = None
+    for i, layer in enumerate(model.layers):
+        if isinstance(layer, (Conv2d, MaxPool2d)):
+            raise ConfigError(
+                f"{layer.where(i)}: hardware generation supports Dense layers (with a Flatten at the input) so far; "
+                f"{layer.kind} layers need the sliding-window generator, which is not built yet"
+            )
+        if isinstance(layer, Flatten):
+            if i != 0:
+                raise ConfigError(f"{layer.where(i)}: a Flatten is supported only at the model input")
+            if layer.order is FlattenOrder.CHW:
+                perm = _chw_to_hwc_columns(model.shapes[i])
+            continue
+        w = np.asarray(layer.weights_2d)
+        if perm is not None:
+            w = w[:, perm]
+            perm = None
+        integer = model.takes_integers(i)
+        if layer.thresholds is None:
+            thr = None
+        elif integer:
+            thr = np.asarray(layer.thresholds, dtype=np.int64)
+        else:
+            thr = layer.popcount_thresholds().astype(np.int64)
+        w = np.ascontiguousarray(w)
+        w.flags.writeable = False
+        out.append(
+            MatVec(
+                index=i,
+                name=layer.name or f"layer{i}",
+                weights=w,
+                thresholds=thr,
+                integer=integer,
+                in_bits=model.input.bits if integer else 1,
+                in_signed=model.input.signed if integer else False,
+            )
+        )
+    return out
+
+
+def _cheapest_fold(n: int, k: int, target: int) -> tuple[int, int]:
+    """Smallest PE*SIMD (ties: smaller PE) with ceil(N/PE)*ceil(K/SIMD) <= target."""
+    best = None
+    for pe in range(1, n + 1):
+        nf = -(-n // pe)
+        if pe > 1 and -(-n // (pe - 1)) == nf:
+            continue  # same folds with fewer lanes
+        sf_max = target // nf
+        if sf_max < 1:
+            continue
+        simd = -(-k // sf_max)
+        simd = -(-k // (-(-k // simd)))  # narrowest SIMD with the same number of folds
+        cost = pe * simd
+        if best is None or cost < best[0]:
+            best = (cost, pe, simd)
+    if best is None:
+        return n, k
+    return best[1], best[2]
+
+
+def plan_folding(layers: list[MatVec], config: GenConfig) -> list[tuple[MatVec, Engine, int, int]]:
+    """Pass 2: engine, PE and SIMD per layer.
+
+    Explicit :class:`LayerChoice` values win (keyed by the IR layer index). Other layers are
+    folded: with ``config.target_cycles`` each gets the cheapest fold within that many cycles
+    per vector; without it, the target is the slowest explicitly folded layer's cycles, or, when
+    none is explicit, that of the largest layer at PE = SIMD = 8 (so the default is a balanced
+    pipeline a small FPGA holds). Unrolled layers take one cycle per vector; the integer input
+    layer is always folded.
+    """
+    known = {lv.index for lv in layers}
+    for key in config.layers:
+        if key not in known:
+            raise ConfigError(f"layer choice for layer {key!r}, which is not a compute layer; compute layers: {sorted(known)}")
+    choices = {lv.index: config.layers.get(lv.index, LayerChoice()) for lv in layers}
+    for lv in layers:
+        ch = choices[lv.index]
+        if ch.engine is Engine.UNROLLED and lv.integer:
+            raise ConfigError(f"layer {lv.index} ({lv.name}): the integer input layer has a folded engine only, not 'unrolled'")
+        if ch.engine is Engine.UNROLLED and (ch.pe is not None or ch.simd is not None):
+            raise ConfigError(f"layer {lv.index} ({lv.name}): pe/simd apply to folded engines, not to an unrolled one")
+        for name, limit in (("pe", lv.n), ("simd", lv.k)):
+            v = getattr(ch, name)
+            if v is not None and v > limit:
+                raise ConfigError(f"layer {lv.index} ({lv.name}): {name}={v} exceeds the layer's {'N' if name == 'pe' else 'K'}={limit}")
+    target = config.target_cycles
+    if target is None:
+        explicit = [
+            (-(-lv.n // ch.pe)) * (-(-lv.k // ch.simd))
+            for lv in layers
+            for ch in [choices[lv.index]]
+            if ch.engine is not Engine.UNROLLED and ch.pe is not None and ch.simd is not None
+        ]
+        target = max(explicit) if explicit else max((-(-lv.n // 8)) * (-(-lv.k // 8)) for lv in layers)
+    planned = []
+    for lv in layers:
+        ch = choices[lv.index]
+        engine = ch.engine or Engine.FOLDED
+        if engine is Engine.UNROLLED:
+            planned.append((lv, engine, lv.n, lv.k))
+            continue
+        pe, simd = ch.pe, ch.simd
+        if pe is None and simd is None:
+            pe, simd = _cheapest_fold(lv.n, lv.k, target)
+        elif pe is None:
+            sf = -(-lv.k // simd)
+            pe = -(-lv.n // max(1, target // sf)) if target // sf >= 1 else lv.n
+            pe = min(pe, lv.n)
+        elif simd is None:
+            nf = -(-lv.n // pe)
+            simd = -(-lv.k // max(1, target // nf)) if target // nf >= 1 else lv.k
+            simd = min(simd, lv.k)
+        planned.append((lv, engine, pe, simd))
+    return planned
+
+
+def plan_schedules(planned, config: GenConfig) -> list[LayerPlan]:
+    """Pass 3: MST schedules of unrolled layers that use reuse (depth limit from the layer's
+    choice, else the config's)."""
+    out = []
+    for lv, engine, pe, simd in planned:
+        sch = None
+        if engine is Engine.UNROLLED:
+            ch = config.layers.get(lv.index, LayerChoice())
+            use = config.mst if ch.mst is None else ch.mst
+            depth = ch.mst_depth if ch.mst_depth is not None else config.mst_depth
+            if use and depth != 0:
+                sch = plan_mst(lv.weights, max_depth=depth)
+        out.append(LayerPlan(layer=lv, engine=engine, pe=pe, simd=simd, schedule=sch))
+    return out
+
+
+def make_plan(model: Model, config: GenConfig | None = None) -> HwPlan:
+    """Run the planning passes."""
+    config = config or GenConfig()
+    layers = lower_layers(model)
+    return HwPlan(model=model, config=config, layers=tuple(plan_schedules(plan_folding(layers, config), config)))

@@ -1,0 +1,215 @@
+"""Cycle model of a generated accelerator: the cycle of every accepted input beat and every
+emitted output beat, exactly as the RTL does it (design.md §4).
+
+The hardware is a chain of stream blocks (engines, width adapters, argmax). Timing does not
+depend on data, so the model tracks only each block's control state — the same registers the
+RTL has — and steps the chain cycle by cycle in one Numba kernel:
+
+1. every block's ``valid`` is a function of its registers alone;
+2. ``ready`` is resolved from the sink backwards: the sink's ``ready`` is the given pattern,
+   a block's input ``ready`` may depend on its registers and, combinationally, on the ``ready``
+   of its output;
+3. a beat transfers on every link where ``valid & ready``;
+4. every block updates its registers from its transfers.
+
+Stream rules at the edges of the chain (the cocotb driver follows the same): the source offers
+its next beat at cycle ``c`` when ``in_valid[c]`` is true and holds it valid until it transfers;
+the sink drives ``ready = out_ready[c]``. Patterns are true past their end. Cycle 0 is the first
+rising edge after reset is released.
+
+Blocks are described by :class:`Block` (a kind and integer parameters); each kind's register
+semantics are documented in the module of its RTL (``bnnfab.hdl``) and mirrored here line by
+line.
+"""
+
+from __future__ import annotations
+
+import enum
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from ._nb import jit
+
+__all__ = ["Kind", "Block", "CycleTrace", "simulate_cycles"]
+
+
+class Kind(enum.IntEnum):
+    """Block kinds with a cycle model."""
+
+    FOLDED = 1  # hdl.folded.FoldedDense and engines with identical timing; params: nf, sf
+
+
+# state slots of FOLDED
+_F_FULL0, _F_FULL1, _F_WB, _F_WI, _F_RB, _F_FN, _F_FS, _F_A, _F_B, _F_OV = range(10)
+_BUBBLE, _NOT_FINAL, _FINAL = 0, 1, 2
+_STATE = 16  # state slots per block
+_PARAMS = 8  # parameter slots per block
+
+
+@dataclass(frozen=True)
+class Block:
+    """One block of the chain: its kind, timing parameters, and a label for reports."""
+
+    kind: Kind
+    params: tuple[int, ...]
+    label: str = ""
+
+    @property
+    def in_beats_per_item(self) -> int:
+        """Input beats per item (vector) the block consumes."""
+        if self.kind is Kind.FOLDED:
+            return self.params[1]
+        raise NotImplementedError(self.kind)  # pragma: no cover
+
+
+@dataclass(frozen=True)
+class CycleTrace:
+    """Cycles of the accepted input beats and of the emitted output beats."""
+
+    accept: np.ndarray
+    emit: np.ndarray
+    cycles: int = field(default=0)  # cycles simulated (the cycle after the last emitted beat)
+
+
+@jit
+def _run(kinds, params, n_in, n_out, in_valid, out_ready, limit):
+    nb = kinds.shape[0]
+    st = np.zeros((nb, _STATE), dtype=np.int64)
+    ready_in = np.zeros(nb + 1, dtype=np.bool_)  # ready_in[i]: ready of block i's input; [nb]: sink
+    valid = np.zeros(nb, dtype=np.bool_)
+    xin = np.zeros(nb, dtype=np.bool_)
+    xout = np.zeros(nb, dtype=np.bool_)
+    accept = np.full(n_in, -1, dtype=np.int64)
+    emit = np.full(n_out, -1, dtype=np.int64)
+    n_iv, n_or = in_valid.shape[0], out_ready.shape[0]
+    holding = False
+    sent = 0
+    got = 0
+    c = 0
+    while got < n_out:
+        if c >= limit:
+            return accept, emit, -1
+        if not holding and sent < n_in and (c >= n_iv or in_valid[c]):
+            holding = True
+        ready_in[nb] = c >= n_or or out_ready[c]
+        # valid from registers
+        for i in range(nb):
+            k = kinds[i]
+            if k == 1:
+                valid[i] = st[i, _F_OV] != 0
+        # ready, sink to source
+        for i in range(nb - 1, -1, -1):
+            k = kinds[i]
+            if k == 1:
+                ready_in[i] = st[i, _F_FULL0 + st[i, _F_WB]] == 0
+        # transfers
+        xin[0] = holding and ready_in[0]
+        for i in range(nb):
+            xout[i] = valid[i] and ready_in[i + 1]
+            if i + 1 < nb:
+                xin[i + 1] = xout[i]
+        if xin[0]:
+            accept[sent] = c
+            sent += 1
+            holding = False
+        if xout[nb - 1]:
+            emit[got] = c
+            got += 1
+        # register updates
+        for i in range(nb):
+            k = kinds[i]
+            if k == 1:
+                nf = params[i, 0]
+                sf = params[i, 1]
+                out_rdy = ready_in[i + 1]
+                stall = st[i, _F_B] == _FINAL and st[i, _F_OV] != 0 and not out_rdy
+                set_bank = -1
+                if xin[i]:
+                    if st[i, _F_WI] == sf - 1:
+                        st[i, _F_WI] = 0
+                        set_bank = st[i, _F_WB]
+                        st[i, _F_WB] ^= 1
+                    else:
+                        st[i, _F_WI] += 1
+                if not stall:
+                    b_old = st[i, _F_B]
+                    if b_old == _FINAL:
+                        st[i, _F_OV] = 1
+                    elif xout[i]:
+                        st[i, _F_OV] = 0
+                    st[i, _F_B] = st[i, _F_A]
+                    rb = st[i, _F_RB]
+                    if st[i, _F_FULL0 + rb] != 0:
+                        fn = st[i, _F_FN]
+                        fs = st[i, _F_FS]
+                        if fn == nf - 1 and fs == sf - 1:
+                            st[i, _F_A] = _FINAL
+                            st[i, _F_FN] = 0
+                            st[i, _F_FS] = 0
+                            st[i, _F_FULL0 + rb] = 0
+                            st[i, _F_RB] = rb ^ 1
+                        else:
+                            st[i, _F_A] = _NOT_FINAL
+                            if fs == sf - 1:
+                                st[i, _F_FN] = fn + 1
+                                st[i, _F_FS] = 0
+                            else:
+                                st[i, _F_FS] = fs + 1
+                    else:
+                        st[i, _F_A] = _BUBBLE
+                if set_bank >= 0:
+                    st[i, _F_FULL0 + set_bank] = 1
+        c += 1
+    return accept, emit, c
+
+
+def _pattern(p, what: str) -> np.ndarray:
+    if p is None:
+        return np.ones(0, dtype=np.bool_)
+    a = np.asarray(p)
+    if a.ndim != 1 or not (a.dtype == np.bool_ or np.issubdtype(a.dtype, np.integer)):
+        raise ValueError(f"{what} must be a 1-D sequence of booleans (one per cycle), got shape {a.shape}, dtype {a.dtype}")
+    return a.astype(np.bool_)
+
+
+def simulate_cycles(
+    blocks: list[Block],
+    n_items: int,
+    in_valid=None,
+    out_ready=None,
+    limit: int | None = None,
+) -> CycleTrace:
+    """Cycles of every accepted input beat and emitted output beat of a chain of blocks.
+
+    Parameters
+    ----------
+    blocks : the chain, source side first
+    n_items : input items (vectors or images) streamed in; each is ``blocks[0].in_beats_per_item``
+        beats, and each yields one output beat of the last block
+    in_valid, out_ready : per-cycle patterns (true past their end); None means always
+    limit : give up after this many cycles (default: generous bound from the patterns)
+
+    Raises
+    ------
+    ValueError
+        On an empty chain, a bad pattern, or a chain that has not finished by ``limit``.
+    """
+    if not blocks:
+        raise ValueError("the chain needs at least one block")
+    if isinstance(n_items, bool) or not isinstance(n_items, (int, np.integer)) or n_items < 0:
+        raise ValueError(f"n_items must be a whole number >= 0, not {n_items!r}")
+    iv = _pattern(in_valid, "in_valid")
+    orr = _pattern(out_ready, "out_ready")
+    kinds = np.array([int(b.kind) for b in blocks], dtype=np.int64)
+    params = np.zeros((len(blocks), _PARAMS), dtype=np.int64)
+    for i, b in enumerate(blocks):
+        params[i, : len(b.params)] = b.params
+    n_in = int(n_items) * blocks[0].in_beats_per_item
+    if limit is None:
+        per_item = int(np.prod([max(1, int(np.prod(b.params[:2]))) + 8 for b in blocks], dtype=np.float64))
+        limit = iv.shape[0] + orr.shape[0] + 64 + 4 * (int(n_items) + 2) * min(per_item, 1 << 40)
+    accept, emit, cycles = _run(kinds, params, n_in, int(n_items), iv, orr, int(limit))
+    if cycles < 0:
+        raise ValueError(f"the chain did not emit {n_items} items within {limit} cycles")
+    return CycleTrace(accept=accept, emit=emit, cycles=int(cycles))
