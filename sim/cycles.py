@@ -38,6 +38,7 @@ class Kind(enum.IntEnum):
     """Block kinds with a cycle model."""
 
     FOLDED = 1  # hdl.folded.FoldedDense and engines with identical timing; params: nf, sf
+    UNROLLED = 2  # hdl.unrolled.UnrolledDense: a global-enable pipeline; params: latency L (1..62)
 
 
 # state slots of FOLDED
@@ -60,6 +61,8 @@ class Block:
         """Input beats per item (vector) the block consumes."""
         if self.kind is Kind.FOLDED:
             return self.params[1]
+        if self.kind is Kind.UNROLLED:
+            return 1
         raise NotImplementedError(self.kind)  # pragma: no cover
 
 
@@ -98,11 +101,15 @@ def _run(kinds, params, n_in, n_out, in_valid, out_ready, limit):
             k = kinds[i]
             if k == 1:
                 valid[i] = st[i, _F_OV] != 0
+            elif k == 2:  # v_L
+                valid[i] = ((st[i, 0] >> (params[i, 0] - 1)) & 1) != 0
         # ready, sink to source
         for i in range(nb - 1, -1, -1):
             k = kinds[i]
             if k == 1:
                 ready_in[i] = st[i, _F_FULL0 + st[i, _F_WB]] == 0
+            elif k == 2:  # en = ~v_L | o.ready
+                ready_in[i] = not valid[i] or ready_in[i + 1]
         # transfers
         xin[0] = holding and ready_in[0]
         for i in range(nb):
@@ -160,6 +167,10 @@ def _run(kinds, params, n_in, n_out, in_valid, out_ready, limit):
                         st[i, _F_A] = _BUBBLE
                 if set_bank >= 0:
                     st[i, _F_FULL0 + set_bank] = 1
+            elif k == 2:
+                if ready_in[i]:  # en: shift the valid flags, v_1 <- i.valid (= the transfer)
+                    mask = (np.int64(1) << params[i, 0]) - 1
+                    st[i, 0] = ((st[i, 0] << 1) | (1 if xin[i] else 0)) & mask
         c += 1
     return accept, emit, c
 
@@ -188,7 +199,8 @@ def simulate_cycles(
     n_items : input items (vectors or images) streamed in; each is ``blocks[0].in_beats_per_item``
         beats, and each yields one output beat of the last block
     in_valid, out_ready : per-cycle patterns (true past their end); None means always
-    limit : give up after this many cycles (default: generous bound from the patterns)
+    limit : give up after this many cycles (default: a generous bound from the patterns and the
+        blocks' cycles per item)
 
     Raises
     ------
@@ -207,8 +219,8 @@ def simulate_cycles(
         params[i, : len(b.params)] = b.params
     n_in = int(n_items) * blocks[0].in_beats_per_item
     if limit is None:
-        per_item = int(np.prod([max(1, int(np.prod(b.params[:2]))) + 8 for b in blocks], dtype=np.float64))
-        limit = iv.shape[0] + orr.shape[0] + 64 + 4 * (int(n_items) + 2) * min(per_item, 1 << 40)
+        per_item = sum(int(np.prod(b.params[:2])) + 8 for b in blocks)
+        limit = iv.shape[0] + orr.shape[0] + 64 + 4 * (int(n_items) + 2) * per_item
     accept, emit, cycles = _run(kinds, params, n_in, int(n_items), iv, orr, int(limit))
     if cycles < 0:
         raise ValueError(f"the chain did not emit {n_items} items within {limit} cycles")

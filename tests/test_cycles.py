@@ -9,6 +9,7 @@ from hypothesis import strategies as st
 
 from bnnfab.sim.cycles import Block, Kind, simulate_cycles
 from test_hdl_folded import folded_cycle_reference
+from test_hdl_unrolled import unrolled_cycle_reference
 
 
 def _patterns(draw, n):
@@ -36,5 +37,19 @@ def test_folded_block_matches_reference(data):
     orr = _patterns(data.draw, horizon)
     want_acc, want_emit = folded_cycle_reference({"n": n, "k": k, "pe": pe, "simd": simd}, iv, orr, vectors)
     got = simulate_cycles([Block(Kind.FOLDED, (nf, sf))], vectors, iv, orr)
+    assert got.accept.tolist() == want_acc
+    assert got.emit.tolist() == want_emit
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.data())
+def test_unrolled_block_matches_reference(data):
+    latency = data.draw(st.integers(1, 40))
+    beats = data.draw(st.integers(0, 30))
+    horizon = 4 * (beats + latency) + 10
+    iv = _patterns(data.draw, horizon)
+    orr = _patterns(data.draw, horizon)
+    want_acc, want_emit = unrolled_cycle_reference(latency, iv, orr, beats)
+    got = simulate_cycles([Block(Kind.UNROLLED, (latency,))], beats, iv, orr)
     assert got.accept.tolist() == want_acc
     assert got.emit.tolist() == want_emit
