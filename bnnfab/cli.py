@@ -41,6 +41,28 @@ def _depth(text: str) -> int | None:
     return value
 
 
+def _fold(text: str) -> tuple[int, int, int]:
+    try:
+        layer, rest = text.split("=")
+        pe, simd = rest.lower().split("x")
+        values = int(layer), int(pe), int(simd)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"fold must look like LAYER=PExSIMD (e.g. 2=4x32), not {text!r}") from None
+    if values[0] < 0 or values[1] < 1 or values[2] < 1:
+        raise argparse.ArgumentTypeError(f"fold needs LAYER >= 0 and PE, SIMD >= 1, not {text!r}")
+    return values
+
+
+def _layer_index(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"layer must be a layer index (see 'bnnfab info'), not {text!r}") from None
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"layer must be a layer index >= 0, not {text!r}")
+    return value
+
+
 def _positive(text: str) -> int:
     try:
         value = int(text)
@@ -213,6 +235,49 @@ def cmd_mst(args) -> int:
     return 0
 
 
+def _gen_config(args):
+    from .codegen.config import ConfigError, Engine, GenConfig, LayerChoice
+
+    layers: dict[int, LayerChoice] = {}
+    try:
+        for idx, pe, simd in args.fold or []:
+            if idx in layers:
+                raise CliError(f"layer {idx} is given twice in --fold/--unroll")
+            layers[idx] = LayerChoice(engine=Engine.FOLDED, pe=pe, simd=simd)
+        for idx in args.unroll or []:
+            if idx in layers:
+                raise CliError(f"layer {idx} is given twice in --fold/--unroll")
+            layers[idx] = LayerChoice(engine=Engine.UNROLLED)
+        return GenConfig(layers=layers, target_cycles=args.target_cycles, mst_depth=args.mst_depth, mst=not args.no_mst)
+    except ConfigError as exc:
+        raise CliError(str(exc)) from None
+
+
+def cmd_generate(args) -> int:
+    from .codegen.config import ConfigError
+    from .codegen.generate import design_manifest, generate, write_design
+
+    model = _load_model(args.model)
+    config = _gen_config(args)
+    try:
+        design = generate(model, config)
+    except ConfigError as exc:
+        raise CliError(str(exc)) from None
+    try:
+        files = write_design(design, args.output)
+    except OSError as exc:
+        raise CliError(f"cannot write into {args.output}: {exc}") from None
+    timing = design_manifest(design)["timing"]
+    _print_table(design.report)
+    print(
+        f"\ncycles per image {timing['cycles_per_image']}, latency {timing['latency_cycles']} cycles "
+        f"(cycle model, never stalled)"
+    )
+    for kind, path in files.items():
+        print(f"wrote {path}")
+    return 0
+
+
 def cmd_demo(args) -> int:
     from .models import zoo
     from .models.datasets import load_dataset
@@ -279,6 +344,16 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--inverted", action="store_true", help="allow inverted parents (K - p, distance K - d)")
     p.add_argument("--json", action="store_true", help="print JSON instead of a table")
     p.set_defaults(func=cmd_mst)
+
+    p = sub.add_parser("generate", help="generate the accelerator's Verilog, report and design manifest")
+    p.add_argument("model", help="a .bnn model file or the name of a bundled model")
+    p.add_argument("-o", "--output", required=True, metavar="DIR", help="output folder")
+    p.add_argument("--fold", type=_fold, action="append", metavar="LAYER=PExSIMD", help="fold a layer explicitly (repeatable)")
+    p.add_argument("--unroll", type=_layer_index, action="append", metavar="LAYER", help="unroll a binary layer: one vector per cycle, weights in logic (repeatable)")
+    p.add_argument("--target-cycles", type=_positive, default=None, metavar="N", help="fold the other layers to at most N cycles per image each")
+    p.add_argument("--mst-depth", type=_depth, default=4, metavar="D", help="MST depth limit of unrolled layers (default 4; 'none' = unlimited; 0 = no reuse)")
+    p.add_argument("--no-mst", action="store_true", help="unrolled layers without MST channel reuse")
+    p.set_defaults(func=cmd_generate)
 
     p = sub.add_parser("info", help="describe a model: input, layers, shapes, metadata")
     p.add_argument("model", help="a .bnn model file or the name of a bundled model")

@@ -141,8 +141,11 @@ def lower_layers(model: Model) -> list[MatVec]:
     return out
 
 
-def _cheapest_fold(n: int, k: int, target: int) -> tuple[int, int]:
-    """Smallest PE*SIMD (ties: smaller PE) with ceil(N/PE)*ceil(K/SIMD) <= target."""
+def _cheapest_fold(n: int, k: int, target: int, bits: int = 1) -> tuple[int, int]:
+    """The cheapest PE, SIMD with ceil(N/PE)*ceil(K/SIMD) <= target (ties: smaller PE).
+
+    Cost model: a lane sums SIMD elements of ``bits`` bits and keeps an accumulator, about
+    ``PE * (SIMD * bits + 2 * ceil(log2(K * 2**bits)))`` LUTs."""
     best = None
     for pe in range(1, n + 1):
         nf = -(-n // pe)
@@ -153,7 +156,7 @@ def _cheapest_fold(n: int, k: int, target: int) -> tuple[int, int]:
             continue
         simd = -(-k // sf_max)
         simd = -(-k // (-(-k // simd)))  # narrowest SIMD with the same number of folds
-        cost = pe * simd
+        cost = pe * (simd * bits + 2 * (k << (bits - 1)).bit_length())
         if best is None or cost < best[0]:
             best = (cost, pe, simd)
     if best is None:
@@ -204,7 +207,7 @@ def plan_folding(layers: list[MatVec], config: GenConfig) -> list[tuple[MatVec, 
             continue
         pe, simd = ch.pe, ch.simd
         if pe is None and simd is None:
-            pe, simd = _cheapest_fold(lv.n, lv.k, target)
+            pe, simd = _cheapest_fold(lv.n, lv.k, target, lv.in_bits)
         elif pe is None:
             sf = -(-lv.k // simd)
             pe = -(-lv.n // max(1, target // sf)) if target // sf >= 1 else lv.n

@@ -1,0 +1,190 @@
+"""Hardware generation as named passes: plan -> assemble -> emit Verilog -> report -> write.
+
+``generate(model, config)`` runs the passes and returns a :class:`Design`;
+``write_design(design, outdir)`` writes ``<name>.v``, ``report.csv``, ``report.json`` and
+``design.json`` (the plan, stream format and cycle-model chain, which ``bnnfab verify`` and the
+cycle model read back). Same model and options, same bytes.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+from amaranth.back import verilog
+
+from ..hdl.unrolled import UnrolledDense
+from ..models import Model
+from ..sim.cycles import Block, simulate_cycles
+from .config import Engine, GenConfig
+from .plan import HwPlan, make_plan
+from .top import AcceleratorTop, StreamFormat, cycle_blocks
+
+__all__ = ["Design", "generate", "emit_verilog", "layer_report", "write_design", "timing_summary"]
+
+#: iCE40 embedded block RAM: 4 kbit, at most 16 bits wide (256 x 16 .. 2048 x 2)
+_EBR_BITS, _EBR_MAX_WIDTH = 4096, 16
+
+
+@dataclass
+class Design:
+    plan: HwPlan
+    top: AcceleratorTop
+    blocks: list[Block]
+    verilog: str
+    report: pd.DataFrame
+
+    @property
+    def name(self) -> str:
+        return self.plan.config.name
+
+    @property
+    def format(self) -> StreamFormat:
+        return self.top.format
+
+
+def emit_verilog(top: AcceleratorTop, name: str) -> str:
+    """Deterministic Verilog of the top (Amaranth's builtin yosys; no timestamps or paths)."""
+    ports = [
+        top.i_stream.valid,
+        top.i_stream.ready,
+        top.i_stream.payload,
+        top.o_stream.valid,
+        top.o_stream.ready,
+        top.o_stream.payload,
+    ]
+    text = verilog.convert(top, name=name, ports=ports, emit_src=False)
+    return text
+
+
+def _memory_bits(rows: int, width: int) -> tuple[int, int]:
+    """(bits, iCE40 EBR blocks) of a rows x width memory."""
+    if rows == 0 or width == 0:
+        return 0, 0
+    blocks_wide = -(-width // _EBR_MAX_WIDTH)
+    depth_per_block = _EBR_BITS // min(width, _EBR_MAX_WIDTH)
+    return rows * width, blocks_wide * -(-rows // depth_per_block)
+
+
+def timing_summary(blocks: list[Block]) -> dict[str, int]:
+    """Latency (one image through an empty chain, never stalled) and the steady-state interval."""
+    one = simulate_cycles(blocks, 1)
+    many = simulate_cycles(blocks, 6)
+    interval = int(many.emit[-1] - many.emit[-2])
+    return {
+        "latency_cycles": int(one.emit[0] - one.accept[0]),
+        "first_output_cycle": int(one.emit[0]),
+        "cycles_per_image": interval,
+    }
+
+
+def layer_report(plan: HwPlan, top: AcceleratorTop) -> pd.DataFrame:
+    """One row per compute layer: engine, folding, MST, cycles, memory, estimated resources.
+
+    LUT/FF estimates are coarse for folded engines (XNOR + popcount per lane bit, accumulator,
+    comparator) and structural for unrolled ones (:meth:`UnrolledDense.cost`); the board issue
+    calibrates them against synthesis.
+    """
+    rows = []
+    for lp, eng in zip(plan.layers, top.engines):
+        lv = lp.layer
+        row = {
+            "layer": lv.index,
+            "name": lv.name,
+            "engine": "int-folded" if lv.integer else lp.engine.value,
+            "N": lv.n,
+            "K": lv.k,
+            "PE": lp.pe if lp.engine is Engine.FOLDED else lv.n,
+            "SIMD": lp.simd if lp.engine is Engine.FOLDED else lv.k,
+            "cycles_per_vector": lp.cycles_per_vector,
+            "mst_depth": pd.NA,
+            "binary_ops": lv.n * lv.k,
+            "mst_binary_ops": pd.NA,
+        }
+        if isinstance(eng, UnrolledDense):
+            cost = eng.cost()
+            row.update(latency=eng.latency, mem_bits=0, bram_ice40=0, lut4_est=cost.lut4, ff_est=cost.registers)
+            if lp.schedule is not None:
+                row.update(mst_depth=lp.schedule.depth_reached, mst_binary_ops=lp.schedule.cost)
+        else:
+            acc = eng.acc_width
+            wbits, wbram = _memory_bits(eng.nf * eng.sf, lp.pe * lp.simd)
+            tbits, tbram = (0, 0) if lv.thresholds is None else _memory_bits(eng.nf, lp.pe * eng.threshold_width)
+            ibits, ibram = _memory_bits(2 * eng.sf, lp.simd * lv.in_bits)
+            lane = lp.simd * lv.in_bits if lv.integer else lp.simd
+            lut = lp.pe * (lane + 2 * acc + 8) + 24
+            ff = lp.pe * 3 * acc + lv.n * eng.out_lane_width + 32
+            row.update(
+                latency=lp.cycles_per_vector + 3,
+                mem_bits=wbits + tbits + ibits,
+                bram_ice40=wbram + tbram + ibram,
+                lut4_est=lut,
+                ff_est=ff,
+            )
+        rows.append(row)
+    df = pd.DataFrame(rows)
+    for col in ("mst_depth", "mst_binary_ops"):
+        df[col] = df[col].astype("Int64")
+    return df
+
+
+def generate(model: Model, config: GenConfig | None = None) -> Design:
+    """Run the passes: plan (lowering, folding, MST), assemble, emit Verilog, report."""
+    config = config or GenConfig()
+    plan = make_plan(model, config)
+    top = AcceleratorTop(plan)
+    blocks = cycle_blocks(top)
+    text = emit_verilog(top, config.name)
+    return Design(plan=plan, top=top, blocks=blocks, verilog=text, report=layer_report(plan, top))
+
+
+def _jsonable(v):
+    if isinstance(v, (np.integer,)):
+        return int(v)
+    if isinstance(v, (np.floating,)):
+        return float(v)
+    if v is pd.NA:
+        return None
+    return v
+
+
+def design_manifest(design: Design) -> dict:
+    """Plain-data description of a design: what ``bnnfab verify`` and reports read back."""
+    cfg = design.plan.config
+    return {
+        "format": "bnnfab-design",
+        "version": 1,
+        "model": design.plan.model.name,
+        "top": design.name,
+        "config": {
+            "target_cycles": cfg.target_cycles,
+            "mst_depth": cfg.mst_depth,
+            "mst": cfg.mst,
+            "layers": {str(k): {f: (v.value if hasattr(v, "value") else v) for f, v in asdict(c).items()} for k, c in sorted(cfg.layers.items())},
+        },
+        "stream": asdict(design.format),
+        "blocks": [{"kind": b.kind.name, "params": list(b.params), "label": b.label} for b in design.blocks],
+        "timing": timing_summary(design.blocks),
+        "layers": [{k: _jsonable(v) for k, v in row.items()} for row in design.report.to_dict(orient="records")],
+    }
+
+
+def write_design(design: Design, outdir: str | Path) -> dict[str, Path]:
+    """Write the Verilog, the report (CSV and JSON) and ``design.json`` into ``outdir``."""
+    out = Path(outdir)
+    out.mkdir(parents=True, exist_ok=True)
+    files = {
+        "verilog": out / f"{design.name}.v",
+        "report_csv": out / "report.csv",
+        "report_json": out / "report.json",
+        "design": out / "design.json",
+    }
+    files["verilog"].write_text(design.verilog)
+    design.report.to_csv(files["report_csv"], index=False, lineterminator="\n")
+    manifest = design_manifest(design)
+    files["report_json"].write_text(json.dumps(manifest["layers"], indent=2, sort_keys=True) + "\n")
+    files["design"].write_text(json.dumps(manifest, indent=2, sort_keys=True) + "\n")
+    return files
