@@ -1,0 +1,150 @@
+"""The generated top in Amaranth's simulator: every output equals the naive reference, every
+accepted and emitted beat's cycle equals the cycle model, under random valid/ready stalls."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from amaranth.sim import Simulator
+
+import naive
+from bnnfab.codegen.config import ConfigError, Engine, GenConfig, LayerChoice
+from bnnfab.codegen.generate import generate
+from bnnfab.codegen.plan import make_plan
+from bnnfab.codegen.top import AcceleratorTop, cycle_blocks
+from bnnfab.models import Conv2d, Dense, Flatten, InputSpec, Model, zoo
+from bnnfab.models.datasets import load_dataset
+from bnnfab.sim.cycles import simulate_cycles
+
+
+def run_top(top: AcceleratorTop, images: np.ndarray, in_valid: np.ndarray, out_ready: np.ndarray):
+    """Stream ``images`` through ``top`` with the stream rules of the cycle model; returns
+    (accept cycles, emit cycles, decoded (class, scores) per output)."""
+    beats = [b for img in images for b in top.format.encode(img)]
+    n_out = len(images)
+    res = {"acc": [], "emit": [], "out": []}
+
+    async def bench(ctx):
+        i, o = top.i_stream, top.o_stream
+        sent, holding, c = 0, False, 0
+        while len(res["emit"]) < n_out:
+            if not holding and sent < len(beats) and (c >= len(in_valid) or in_valid[c]):
+                holding = True
+            ctx.set(i.valid, bool(holding))
+            if holding:
+                ctx.set(i.payload, beats[sent])
+            ctx.set(o.ready, bool(c >= len(out_ready) or out_ready[c]))
+            if ctx.get(i.valid) and ctx.get(i.ready):
+                res["acc"].append(c)
+                sent, holding = sent + 1, False
+            if ctx.get(o.valid) and ctx.get(o.ready):
+                res["emit"].append(c)
+                res["out"].append(top.format.decode(ctx.get(o.payload)))
+            await ctx.tick()
+            c += 1
+            assert c < 200_000, "the design stopped making progress"
+
+    sim = Simulator(top)
+    sim.add_clock(1e-6)
+    sim.add_testbench(bench)
+    sim.run()
+    return res["acc"], res["emit"], res["out"]
+
+
+def _check(model, config, images, seed=0, p_valid=0.7, p_ready=0.6):
+    design_plan = make_plan(model, config)
+    top = AcceleratorTop(design_plan)
+    rng = np.random.default_rng(seed)
+    horizon = 20_000
+    iv = rng.random(horizon) < p_valid
+    orr = rng.random(horizon) < p_ready
+    acc, emit, outs = run_top(top, images, iv, orr)
+    want = naive.infer(model, images)
+    trace = simulate_cycles(cycle_blocks(top), len(images), iv, orr)
+    assert acc == trace.accept.tolist()
+    assert emit == trace.emit.tolist()
+    for k, (cls, scores) in enumerate(outs):
+        np.testing.assert_array_equal(scores, want["scores"][k], err_msg=f"image {k}")
+        assert cls == want["classes"][k]
+
+
+def _random_mlp(rng, k0, widths, classes, bits=8, signed=False, chw=False):
+    binary = bits == 1
+    spec = InputSpec((2, k0 // 2, 1) if chw else (k0,), bits=bits, signed=signed)
+    layers = [Flatten(order="chw")] if chw else []
+    k = k0
+    for i, n in enumerate(widths):
+        w = rng.random((n, k)) < 0.5
+        if i == 0 and not binary:
+            lo, hi = spec.value_range
+            t = rng.integers(lo * k // 4, hi * k // 4 + 1, size=n)
+        else:
+            t = rng.integers(-k // 3, k // 3 + 1, size=n)
+        layers.append(Dense(w, t, name=f"h{i}"))
+        k = n
+    layers.append(Dense(rng.random((classes, k)) < 0.5, name="out"))
+    return Model(spec, tuple(layers))
+
+
+def _images(rng, model, n):
+    lo, hi = model.input.value_range
+    return rng.integers(lo, hi + 1, size=(n,) + model.input.shape)
+
+
+def test_default_model_all_folded():
+    model = zoo.load()
+    ds = load_dataset("digits", "test")
+    _check(model, GenConfig(target_cycles=64), ds.x[:3])
+
+
+@pytest.mark.parametrize("depth", [0, 1, 3, None])
+def test_default_model_unrolled_output_layer_with_mst(depth):
+    model = zoo.load()
+    ds = load_dataset("digits", "test")
+    cfg = GenConfig(target_cycles=128, mst_depth=depth, layers={3: LayerChoice(engine=Engine.UNROLLED)})
+    _check(model, cfg, ds.x[3:6], seed=depth or 0)
+
+
+@pytest.mark.parametrize("seed", range(4))
+def test_random_mlps_mixed_engines(seed):
+    rng = np.random.default_rng(seed)
+    k0 = int(rng.choice([6, 10, 34]))
+    widths = [int(rng.choice([5, 17, 40])), int(rng.choice([3, 9, 20]))]
+    model = _random_mlp(rng, k0, widths, classes=int(rng.integers(2, 7)), bits=int(rng.choice([2, 4, 8])), signed=bool(seed % 2), chw=seed >= 2)
+    choices = {}
+    if seed % 2 == 0:
+        choices[model.compute_layers[1][0]] = LayerChoice(engine=Engine.UNROLLED, mst_depth=2)
+    else:
+        choices[model.compute_layers[1][0]] = LayerChoice(engine=Engine.FOLDED, pe=3, simd=4)
+        choices[model.compute_layers[2][0]] = LayerChoice(engine=Engine.UNROLLED)
+    images = _images(rng, model, 4)
+    _check(model, GenConfig(layers=choices, target_cycles=int(rng.choice([4, 16]))), images, seed=seed)
+
+
+def test_binary_input_model():
+    rng = np.random.default_rng(11)
+    model = _random_mlp(rng, 20, [12], classes=4, bits=1)
+    images = np.where(rng.random((4, 20)) < 0.5, 1, -1)  # ±1 values; streamed as bits (x >= 0)
+    top_images = (images >= 0).astype(np.int64)
+    design_plan = make_plan(model, GenConfig(target_cycles=8))
+    top = AcceleratorTop(design_plan)
+    acc, emit, outs = run_top(top, top_images, np.ones(10, bool), np.ones(10, bool))
+    want = naive.infer(model, images)
+    for k, (cls, scores) in enumerate(outs):
+        np.testing.assert_array_equal(scores, want["scores"][k])
+        assert cls == want["classes"][k]
+
+
+def test_generated_verilog_is_deterministic():
+    model = zoo.load()
+    cfg = GenConfig(target_cycles=64, layers={3: LayerChoice(engine=Engine.UNROLLED)})
+    assert generate(model, cfg).verilog == generate(model, cfg).verilog
+
+
+def test_conv_is_refused_with_a_clear_message():
+    model = Model(
+        InputSpec((4, 4, 1), bits=1),
+        (Conv2d(np.zeros((2, 3, 3, 1), bool), [0, 0], name="c0"), Flatten(), Dense(np.zeros((2, 8), bool))),
+    )
+    with pytest.raises(ConfigError, match="layer 0 \\(conv 'c0'\\): hardware generation supports Dense layers"):
+        make_plan(model)
