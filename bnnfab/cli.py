@@ -178,6 +178,8 @@ def cmd_simulate(args) -> int:
     depth = "unlimited" if args.mst_depth is None else args.mst_depth
     print(f"\nper-layer (ops per image; MST at depth limit {depth}):")
     _print_table(layer_table(model, schedules))
+    if args.cycles:
+        _report_cycles(args, model, n)
     if args.output is not None:
         out = Path(args.output)
         try:
@@ -187,6 +189,33 @@ def cmd_simulate(args) -> int:
         kind = "float logits" if result.logits is not None else "integer scores"
         print(f"\nwrote {kind} {result.outputs.shape} to {out}")
     return 0
+
+
+def _report_cycles(args, model, n_images: int) -> None:
+    from .codegen.config import ConfigError
+    from .codegen.plan import make_plan
+    from .codegen.top import AcceleratorTop, cycle_blocks
+    from .sim.cycles import simulate_cycles
+
+    if not args.clock_mhz > 0:
+        raise CliError(f"--clock-mhz must be positive, not {args.clock_mhz}")
+    try:
+        top = AcceleratorTop(make_plan(model, _gen_config(args)))
+    except ConfigError as exc:
+        raise CliError(str(exc)) from None
+    blocks = cycle_blocks(top)
+    t0 = time.perf_counter()
+    trace = simulate_cycles(blocks, n_images)
+    dt = time.perf_counter() - t0
+    one = simulate_cycles(blocks, 1)
+    latency = int(one.emit[0] - one.accept[0])
+    total = int(trace.emit[-1]) + 1
+    interval = (int(trace.emit[-1] - trace.emit[0]) / (n_images - 1)) if n_images > 1 else float(total)
+    f = args.clock_mhz * 1e6
+    print(f"\ncycle model ({len(blocks)} blocks: {' -> '.join(b.label for b in blocks)}), input valid and output ready every cycle:")
+    print(f"  {n_images} images in {total:,} cycles ({dt * 1e3:.1f} ms to model, {total / max(dt, 1e-9) / 1e6:,.1f} M cycles/s)")
+    print(f"  steady state {interval:,.2f} cycles/image = {1 / interval:.5f} images/cycle = {f / interval:,.0f} images/s at {args.clock_mhz:g} MHz")
+    print(f"  latency {latency} cycles ({latency / f * 1e6:.3f} us) from an image's first input beat to its result")
 
 
 def cmd_mst(args) -> int:
@@ -313,6 +342,15 @@ def cmd_demo(args) -> int:
 # -- parser --------------------------------------------------------------------------------------
 
 
+def _add_gen_options(p: argparse.ArgumentParser, mst_help: str) -> None:
+    g = p.add_argument_group("hardware options")
+    g.add_argument("--fold", type=_fold, action="append", metavar="LAYER=PExSIMD", help="fold a layer explicitly (repeatable)")
+    g.add_argument("--unroll", type=_layer_index, action="append", metavar="LAYER", help="unroll a binary layer: one vector per cycle, weights in logic (repeatable)")
+    g.add_argument("--target-cycles", type=_positive, default=None, metavar="N", help="fold the other layers to at most N cycles per image each")
+    g.add_argument("--mst-depth", type=_depth, default=4, metavar="D", help=mst_help)
+    g.add_argument("--no-mst", action="store_true", help="unrolled layers without MST channel reuse")
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="bnnfab",
@@ -333,9 +371,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--split", default="test", choices=["train", "test", "all"], help="dataset split (default: test)")
     p.add_argument("--labels", metavar="Y.npy", help="labels for --inputs, to report accuracy")
     p.add_argument("--output", metavar="Y.npy", help="write the final outputs, one row per input (float logits with an epilogue, else integer scores)")
-    p.add_argument("--mst-depth", type=_depth, default=None, metavar="D", help="depth limit of the MST column in the table (default: unlimited)")
     p.add_argument("--batch-size", type=_positive, default=8192, metavar="B", help="images per chunk (default 8192)")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
+    p.add_argument("--cycles", action="store_true", help="also run the cycle model of the generated accelerator (hardware options below)")
+    p.add_argument("--clock-mhz", type=float, default=100.0, metavar="F", help="clock for images/s with --cycles (default 100)")
+    _add_gen_options(p, mst_help="MST depth limit: of the table's MST column and of unrolled layers (default 4; 'none' = unlimited)")
     p.set_defaults(func=cmd_simulate)
 
     p = sub.add_parser("mst", help="plan MST channel reuse for every binary layer")
@@ -348,11 +388,7 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("generate", help="generate the accelerator's Verilog, report and design manifest")
     p.add_argument("model", help="a .bnn model file or the name of a bundled model")
     p.add_argument("-o", "--output", required=True, metavar="DIR", help="output folder")
-    p.add_argument("--fold", type=_fold, action="append", metavar="LAYER=PExSIMD", help="fold a layer explicitly (repeatable)")
-    p.add_argument("--unroll", type=_layer_index, action="append", metavar="LAYER", help="unroll a binary layer: one vector per cycle, weights in logic (repeatable)")
-    p.add_argument("--target-cycles", type=_positive, default=None, metavar="N", help="fold the other layers to at most N cycles per image each")
-    p.add_argument("--mst-depth", type=_depth, default=4, metavar="D", help="MST depth limit of unrolled layers (default 4; 'none' = unlimited; 0 = no reuse)")
-    p.add_argument("--no-mst", action="store_true", help="unrolled layers without MST channel reuse")
+    _add_gen_options(p, mst_help="MST depth limit of unrolled layers (default 4; 'none' = unlimited; 0 = no reuse)")
     p.set_defaults(func=cmd_generate)
 
     p = sub.add_parser("info", help="describe a model: input, layers, shapes, metadata")
