@@ -1,0 +1,48 @@
+"""Shared fixtures: the RTL simulators (skipping with the reason when one is missing), a build
+folder.
+
+Tests that simulate RTL carry ``@pytest.mark.rtl`` and take ``icarus``, ``verilator`` or
+``rtl_simulator`` (both, one test each). A missing simulator skips the test with the install hint;
+set ``BNNFAB_REQUIRE_RTL=1`` (CI does) to make it a failure instead, so a broken CI image cannot
+pass by skipping.
+"""
+
+from __future__ import annotations
+
+import os
+
+import pytest
+
+from bnnfab.codegen.rtlsim import SIMULATORS, SimulatorTool, ToolNotFoundError, get_simulator
+
+
+def require_simulator(name: str) -> SimulatorTool:
+    """The simulator *name*, or skip (fail under ``BNNFAB_REQUIRE_RTL=1``) saying why not."""
+    try:
+        return get_simulator(name)
+    except ToolNotFoundError as exc:
+        if os.environ.get("BNNFAB_REQUIRE_RTL", "") not in ("", "0"):
+            pytest.fail(f"BNNFAB_REQUIRE_RTL is set but {name} is unavailable: {exc}")
+        pytest.skip(f"{name} unavailable: {exc}")
+
+
+@pytest.fixture(scope="session")
+def icarus() -> SimulatorTool:
+    return require_simulator("icarus")
+
+
+@pytest.fixture(scope="session")
+def verilator() -> SimulatorTool:
+    return require_simulator("verilator")
+
+
+@pytest.fixture(scope="session", params=SIMULATORS)
+def rtl_simulator(request: pytest.FixtureRequest) -> SimulatorTool:
+    """Each available simulator in turn."""
+    return require_simulator(request.param)
+
+
+@pytest.fixture(scope="session")
+def rtl_build_root(tmp_path_factory: pytest.TempPathFactory):
+    """One build folder per session: ``build_rtl`` reuses identical builds inside it."""
+    return tmp_path_factory.mktemp("rtl_builds")
