@@ -307,6 +307,43 @@ def cmd_generate(args) -> int:
     return 0
 
 
+def cmd_verify(args) -> int:
+    import tempfile
+
+    from .codegen.config import ConfigError
+    from .codegen.generate import generate, write_design
+    from .codegen.rtlsim import RtlBuildError, ToolNotFoundError
+    from .codegen.verify import VerifyError, load_design_dir, verify_design
+    from .sim.functional import InputError
+
+    target = Path(args.target)
+    try:
+        if target.is_dir():
+            design = load_design_dir(target)
+        else:
+            model = _load_model(args.target)
+            try:
+                built = generate(model, _gen_config(args))
+            except ConfigError as exc:
+                raise CliError(str(exc)) from None
+            folder = Path(tempfile.mkdtemp(prefix="bnnfab-design-"))
+            write_design(built, folder)
+            design = load_design_dir(folder)
+            print(f"generated the design into {folder}")
+    except VerifyError as exc:
+        raise CliError(str(exc)) from None
+    args.inputs = args.labels = None
+    x, _, what = _gather_inputs(args, design.model)
+    x = x[: args.images]
+    print(f"verifying {design.verilog} on {args.simulator} with {len(x)} images from {what}, {args.stalls} stalls (seed {args.seed})")
+    try:
+        report = verify_design(design, x, simulator=args.simulator, seed=args.seed, stalls=args.stalls)
+    except (ToolNotFoundError, RtlBuildError, InputError) as exc:
+        raise CliError(str(exc)) from None
+    print(report.summary())
+    return 0 if report.passed else 1
+
+
 def cmd_demo(args) -> int:
     from .models import zoo
     from .models.datasets import load_dataset
@@ -390,6 +427,17 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("-o", "--output", required=True, metavar="DIR", help="output folder")
     _add_gen_options(p, mst_help="MST depth limit of unrolled layers (default 4; 'none' = unlimited; 0 = no reuse)")
     p.set_defaults(func=cmd_generate)
+
+    p = sub.add_parser("verify", help="run the generated Verilog in an RTL simulator against the simulator and the cycle model")
+    p.add_argument("target", metavar="MODEL|DIR", help="a design folder from 'bnnfab generate', or a model to generate first")
+    p.add_argument("--simulator", choices=["icarus", "verilator"], default="icarus", help="RTL simulator (default icarus)")
+    p.add_argument("--dataset", default="digits", metavar="NAME", help="images from this bundled dataset (default digits)")
+    p.add_argument("--split", default="test", choices=["train", "test", "all"], help="dataset split (default test)")
+    p.add_argument("--images", type=_positive, default=20, metavar="N", help="number of images (default 20)")
+    p.add_argument("--stalls", choices=["random", "bursty", "none"], default="random", help="valid/ready stall patterns (default random)")
+    p.add_argument("--seed", type=int, default=1, help="seed of the stall patterns")
+    _add_gen_options(p, mst_help="MST depth limit of unrolled layers when generating (default 4)")
+    p.set_defaults(func=cmd_verify)
 
     p = sub.add_parser("info", help="describe a model: input, layers, shapes, metadata")
     p.add_argument("model", help="a .bnn model file or the name of a bundled model")

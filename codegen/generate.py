@@ -1,9 +1,10 @@
 """Hardware generation as named passes: plan -> assemble -> emit Verilog -> report -> write.
 
 ``generate(model, config)`` runs the passes and returns a :class:`Design`;
-``write_design(design, outdir)`` writes ``<name>.v``, ``report.csv``, ``report.json`` and
+``write_design(design, outdir)`` writes ``<name>.v``, ``report.csv``, ``report.json``,
 ``design.json`` (the plan, stream format and cycle-model chain, which ``bnnfab verify`` and the
-cycle model read back). Same model and options, same bytes.
+cycle model read back) and ``model.bnn`` (the model it implements). Same model and options, same
+bytes.
 """
 
 from __future__ import annotations
@@ -18,6 +19,7 @@ from amaranth.back import verilog
 
 from ..hdl.unrolled import UnrolledDense
 from ..models import Model
+from ..models.io import save_model
 from ..sim.cycles import Block, simulate_cycles
 from .config import Engine, GenConfig
 from .plan import HwPlan, make_plan
@@ -173,7 +175,7 @@ def design_manifest(design: Design) -> dict:
 
 
 def write_design(design: Design, outdir: str | Path) -> dict[str, Path]:
-    """Write the Verilog, the report (CSV and JSON) and ``design.json`` into ``outdir``."""
+    """Write the Verilog, the report (CSV and JSON), ``design.json`` and the model into ``outdir``."""
     out = Path(outdir)
     out.mkdir(parents=True, exist_ok=True)
     files = {
@@ -181,8 +183,10 @@ def write_design(design: Design, outdir: str | Path) -> dict[str, Path]:
         "report_csv": out / "report.csv",
         "report_json": out / "report.json",
         "design": out / "design.json",
+        "model": out / "model.bnn",
     }
     files["verilog"].write_text(design.verilog)
+    save_model(design.plan.model, files["model"])
     design.report.to_csv(files["report_csv"], index=False, lineterminator="\n")
     manifest = design_manifest(design)
     files["report_json"].write_text(json.dumps(manifest["layers"], indent=2, sort_keys=True) + "\n")
