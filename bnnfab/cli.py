@@ -345,6 +345,12 @@ def cmd_verify(args) -> int:
 
 
 def cmd_demo(args) -> int:
+    import tempfile
+
+    from .codegen.config import Engine, GenConfig, LayerChoice
+    from .codegen.generate import design_manifest, generate, write_design
+    from .codegen.rtlsim import ToolNotFoundError, find_icarus
+    from .codegen.verify import load_design_dir, verify_design
     from .models import zoo
     from .models.datasets import load_dataset
     from .sim.functional import Simulator
@@ -357,7 +363,7 @@ def cmd_demo(args) -> int:
     direct = Simulator(model).run(ds.x, return_activations=True)
     dt = time.perf_counter() - t0
     acc = float((direct.classes == ds.y).mean())
-    print(f"functional simulator (Numba, packed XNOR-popcount): accuracy {acc * 100:.2f}%, {dt:.3f} s incl. JIT load")
+    print(f"1. functional simulator (Numba, packed XNOR-popcount): accuracy {acc * 100:.2f}%, {dt:.3f} s incl. JIT load")
     depth = args.mst_depth
     schedules = plan_model_mst(model, max_depth=depth)
     via_mst = Simulator(model, mst=schedules).run(ds.x, return_activations=True)
@@ -365,15 +371,35 @@ def cmd_demo(args) -> int:
         np.array_equal(a, b) for a, b in zip(direct.activations, via_mst.activations)
     )
     print(
-        f"MST channel reuse (depth limit {'unlimited' if depth is None else depth}): every activation and score "
+        f"2. MST channel reuse (depth limit {'unlimited' if depth is None else depth}): every activation and score "
         f"{'IDENTICAL to' if same else 'DIFFERS from'} the direct path"
     )
-    print()
     _print_table(layer_table(model, schedules))
     if not same:
         print("bnnfab: error: the MST path disagrees with the direct path", file=sys.stderr)
         return 1
-    return 0
+    # the accelerator: folded layers balanced to 32 cycles per image, the output layer unrolled with MST reuse
+    last = model.compute_layers[-1][0]
+    config = GenConfig(target_cycles=32, mst_depth=depth, layers={last: LayerChoice(engine=Engine.UNROLLED)})
+    design = generate(model, config)
+    out = Path(args.output) if args.output else Path(tempfile.mkdtemp(prefix="bnnfab-demo-"))
+    write_design(design, out)
+    timing = design_manifest(design)["timing"]
+    print(f"\n3. accelerator generated into {out} (Amaranth -> Verilog, {len(design.verilog):,} bytes):")
+    _print_table(design.report)
+    print(
+        f"   cycle model: {timing['cycles_per_image']} cycles per image, latency {timing['latency_cycles']} cycles "
+        f"({100e6 / timing['cycles_per_image']:,.0f} images/s at 100 MHz)"
+    )
+    simulator = args.simulator or ("icarus" if find_icarus() else "verilator")
+    images = ds.x[: args.images]
+    print(f"\n4. verifying the Verilog on {simulator} with {len(images)} test images under random valid/ready stalls ...")
+    try:
+        report = verify_design(load_design_dir(out), images, simulator=simulator, seed=1)
+    except ToolNotFoundError as exc:
+        raise CliError(str(exc)) from None
+    print("   " + report.summary().replace("\n", "\n   "))
+    return 0 if report.passed else 1
 
 
 # -- parser --------------------------------------------------------------------------------------
@@ -396,8 +422,11 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--version", action="version", version=f"bnnfab {__version__}")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
 
-    p = sub.add_parser("demo", help="simulate the bundled default model on the digits test split")
-    p.add_argument("--mst-depth", type=_depth, default=4, metavar="D", help="MST depth limit for the cross-check (default 4; 'none' = unlimited)")
+    p = sub.add_parser("demo", help="the whole flow on the bundled default model: simulate, MST cross-check, generate, verify the RTL")
+    p.add_argument("--mst-depth", type=_depth, default=4, metavar="D", help="MST depth limit (default 4; 'none' = unlimited)")
+    p.add_argument("--output", metavar="DIR", help="where to write the generated design (default: a new temporary folder)")
+    p.add_argument("--simulator", choices=["icarus", "verilator"], help="RTL simulator (default: icarus if installed, else verilator)")
+    p.add_argument("--images", type=_positive, default=20, metavar="N", help="test images streamed through the RTL (default 20)")
     p.set_defaults(func=cmd_demo)
 
     p = sub.add_parser("simulate", help="bit-exact inference of a model on a dataset or a .npy batch")

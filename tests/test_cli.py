@@ -23,10 +23,13 @@ def run(capsys, *argv):
     return code, out, err
 
 
-def test_demo_runs_and_checks_mst(capsys):
-    code, out, err = run(capsys, "demo")
+@pytest.mark.rtl
+def test_demo_runs_the_whole_flow(icarus, capsys, tmp_path):
+    code, out, err = run(capsys, "demo", "--simulator", "icarus", "--images", "8", "--output", str(tmp_path))
     assert code == 0, err
-    assert "accuracy" in out and "IDENTICAL to the direct path" in out
+    assert "IDENTICAL to the direct path" in out
+    assert "PASS: 8 images through the RTL on icarus" in out
+    assert (tmp_path / "bnnfab_top.v").is_file() and (tmp_path / "design.json").is_file()
     model = zoo.load(zoo.DEFAULT)
     ds = load_dataset("digits", "test")
     acc = (naive.infer(model, ds.x)["classes"] == ds.y).mean()
