@@ -10,6 +10,8 @@ from hypothesis import strategies as st
 from bnnfab.sim.cycles import Block, Kind, simulate_cycles
 from test_hdl_folded import folded_cycle_reference
 from test_hdl_unrolled import unrolled_cycle_reference
+from test_hdl_streams import argmax_cycle_reference, width_adapter_cycle_reference
+from test_hdl_window import window_cycle_reference
 
 
 def _patterns(draw, n):
@@ -51,5 +53,76 @@ def test_unrolled_block_matches_reference(data):
     orr = _patterns(data.draw, horizon)
     want_acc, want_emit = unrolled_cycle_reference(latency, iv, orr, beats)
     got = simulate_cycles([Block(Kind.UNROLLED, (latency,))], beats, iv, orr)
+    assert got.accept.tolist() == want_acc
+    assert got.emit.tolist() == want_emit
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.data())
+def test_width_adapter_block_matches_reference(data):
+    wi = data.draw(st.integers(1, 70))
+    wo = data.draw(st.integers(1, 70))
+    r = -(-max(wi, wo) // min(wi, wo))
+    items = data.draw(st.integers(0, 12))
+    splits = wi >= wo
+    n_in = items if splits else items * r
+    horizon = 4 * (n_in + items * r) + 10
+    iv = _patterns(data.draw, horizon)
+    orr = _patterns(data.draw, horizon)
+    want_acc, want_emit = width_adapter_cycle_reference({"in_width": wi, "out_width": wo}, iv, orr, n_in)
+    block = Block(Kind.SPLIT, (r,)) if splits else Block(Kind.GATHER, (r,))
+    got = simulate_cycles([block], items, iv, orr)
+    assert got.accept.tolist() == want_acc
+    assert got.emit.tolist() == want_emit
+
+
+@settings(max_examples=100, deadline=None)
+@given(st.data())
+def test_argmax_block_matches_reference(data):
+    n = data.draw(st.integers(1, 40))
+    levels = data.draw(st.integers(1, 3))
+    beats = data.draw(st.integers(0, 20))
+    lat = max(1, -(-(n - 1).bit_length() // levels))
+    horizon = 4 * (beats + lat) + 10
+    iv = _patterns(data.draw, horizon)
+    orr = _patterns(data.draw, horizon)
+    want_acc, want_emit = argmax_cycle_reference({"n": n, "stage_levels": levels}, iv, orr, beats)
+    got = simulate_cycles([Block(Kind.UNROLLED, (lat,))], beats, iv, orr)
+    assert got.accept.tolist() == want_acc
+    assert got.emit.tolist() == want_emit
+
+
+def test_block_parameters_are_checked():
+    import pytest
+
+    with pytest.raises(ValueError, match="FOLDED takes 2 positive parameter"):
+        Block(Kind.FOLDED, (1,))
+    with pytest.raises(ValueError, match="GATHER needs R >= 2"):
+        Block(Kind.GATHER, (1,))
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.data())
+def test_window_block_matches_reference(data):
+    h = data.draw(st.integers(1, 9))
+    w = data.draw(st.integers(1, 9))
+    kh = data.draw(st.integers(1, 4))
+    kw = data.draw(st.integers(1, 4))
+    pads = tuple(data.draw(st.integers(0, kk - 1)) for kk in (kh, kw, kh, kw))
+    if h + pads[0] + pads[2] < kh or w + pads[1] + pads[3] < kw:
+        return
+    sh = data.draw(st.integers(1, 4))
+    sw = data.draw(st.integers(1, 4))
+    ho = (h + pads[0] + pads[2] - kh) // sh + 1
+    wo = (w + pads[1] + pads[3] - kw) // sw + 1
+    rows = data.draw(st.integers(min(kh, h), min(kh, h) + 2))
+    images = data.draw(st.integers(0, 3))
+    params = {"height": h, "width": w, "kernel": (kh, kw), "stride": (sh, sw), "pads": pads, "buffer_rows": rows}
+    horizon = 6 * images * (h * w + ho * ((wo - 1) * sw + kw) + 8) + 20
+    iv = _patterns(data.draw, horizon)
+    orr = _patterns(data.draw, horizon)
+    want_acc, want_emit = window_cycle_reference(params, iv, orr, images)
+    block = Block(Kind.WINDOW, (h, w, kh, kw, sh, sw, pads[0], pads[1], rows, ho, wo))
+    got = simulate_cycles([block], images, iv, orr)
     assert got.accept.tolist() == want_acc
     assert got.emit.tolist() == want_emit
