@@ -14,23 +14,36 @@ need; it holds no hardware objects.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Union
 
 import numpy as np
 
-from ..models import Conv2d, Dense, Flatten, FlattenOrder, MaxPool2d, Model
+from ..models import Conv2d, Flatten, FlattenOrder, MaxPool2d, Model, Padding
 from ..sim.mst import MstSchedule, plan_mst
 from .config import ConfigError, Engine, GenConfig, LayerChoice
 
-__all__ = ["MatVec", "LayerPlan", "HwPlan", "lower_layers", "plan_folding", "plan_schedules", "make_plan"]
+__all__ = [
+    "MatVec",
+    "WindowSpec",
+    "PoolSpec",
+    "GatherSpec",
+    "LayerPlan",
+    "HwPlan",
+    "lower_layers",
+    "plan_folding",
+    "plan_schedules",
+    "make_plan",
+]
 
 
 @dataclass(frozen=True)
 class MatVec:
-    """One matrix-vector layer in stream order.
+    """One matrix-vector layer in stream order (a Dense layer, or a Conv2d run once per output
+    position on its ``(ky, kx, c)``-flattened patch).
 
     ``weights`` (N, K) bool with columns in the order the vector streams in; ``thresholds`` the
     popcount-domain ``T`` (binary layers) or dot-domain ``t`` (integer layer), None for the
-    output layer; ``index`` the IR layer it comes from.
+    output layer; ``index`` the IR layer it comes from; ``positions`` the vectors per image.
     """
 
     index: int
@@ -40,6 +53,7 @@ class MatVec:
     integer: bool
     in_bits: int  # bits per input element (1 for binary layers)
     in_signed: bool
+    positions: int = 1
 
     @property
     def n(self) -> int:
@@ -48,6 +62,42 @@ class MatVec:
     @property
     def k(self) -> int:
         return int(self.weights.shape[1])
+
+
+@dataclass(frozen=True)
+class WindowSpec:
+    """A sliding-window generator feeding a convolution's engine (:class:`hdl.window.SlidingWindow`)."""
+
+    height: int
+    width: int
+    channels: int
+    elem_bits: int
+    kernel: tuple[int, int]
+    stride: tuple[int, int]
+    pads: tuple[int, int, int, int]
+    pad_value: int
+    name: str = ""
+
+
+@dataclass(frozen=True)
+class PoolSpec:
+    """A binary max-pool on the pixel stream (:class:`hdl.window.MaxPoolOr`)."""
+
+    height: int
+    width: int
+    channels: int
+    kernel: tuple[int, int]
+    stride: tuple[int, int]
+    name: str = ""
+
+
+@dataclass(frozen=True)
+class GatherSpec:
+    """A Flatten of a pixel stream: ``pixels`` beats of ``chunk`` bits become one vector (HWC)."""
+
+    chunk: int
+    pixels: int
+    name: str = ""
 
 
 @dataclass(frozen=True)
@@ -72,17 +122,30 @@ class LayerPlan:
     def cycles_per_vector(self) -> int:
         return 1 if self.engine is Engine.UNROLLED else self.nf * self.sf
 
+    @property
+    def cycles_per_image(self) -> int:
+        return self.layer.positions * self.cycles_per_vector
+
+
+Stage = Union[WindowSpec, PoolSpec, GatherSpec, LayerPlan]
+
 
 @dataclass(frozen=True)
 class HwPlan:
+    """The planned chain: ``stages`` in stream order; ``layers`` the engines among them."""
+
     model: Model
     config: GenConfig
-    layers: tuple[LayerPlan, ...]
+    stages: tuple[Stage, ...]
+
+    @property
+    def layers(self) -> tuple[LayerPlan, ...]:
+        return tuple(s for s in self.stages if isinstance(s, LayerPlan))
 
     @property
     def cycles_per_image(self) -> int:
-        """Steady-state initiation interval: the slowest layer's cycles per vector."""
-        return max(lp.cycles_per_vector for lp in self.layers)
+        """Steady-state estimate: the slowest engine's cycles per image (the cycle model is exact)."""
+        return max(lp.cycles_per_image for lp in self.layers)
 
 
 def _chw_to_hwc_columns(shape: tuple[int, int, int]) -> np.ndarray:
@@ -91,51 +154,84 @@ def _chw_to_hwc_columns(shape: tuple[int, int, int]) -> np.ndarray:
     return np.arange(h * w * c).reshape(c, h, w).transpose(1, 2, 0).reshape(-1)
 
 
-def lower_layers(model: Model) -> list[MatVec]:
-    """Pass 1: the model as matrix-vector layers in stream order (see the module docstring).
+def lower_layers(model: Model) -> list[MatVec | WindowSpec | PoolSpec | GatherSpec]:
+    """Pass 1: the model as a chain in stream order (see the module docstring).
+
+    A convolution becomes a :class:`WindowSpec` and a :class:`MatVec` over patches; a max-pool a
+    :class:`PoolSpec`; a Flatten of a computed map a :class:`GatherSpec` (its CHW order, if any,
+    folded into the next layer's weight columns); a Flatten at the model input disappears (the
+    input streams as one vector).
 
     Raises
     ------
     ConfigError
-        For layers the generator does not build yet (convolution, max-pool): the message names
-        the layer.
+        For what the hardware cannot express exactly yet, naming the layer: a zero-padded binary
+        convolution (its number of valid taps varies per position), and a ±1 padding an
+        unsigned integer input cannot hold.
     """
-    out: list[MatVec] = []
+    out: list = []
     perm = None
     for i, layer in enumerate(model.layers):
-        if isinstance(layer, (Conv2d, MaxPool2d)):
-            raise ConfigError(
-                f"{layer.where(i)}: hardware generation supports Dense layers (with a Flatten at the input) so far; "
-                f"{layer.kind} layers need the sliding-window generator, which is not built yet"
-            )
-        if isinstance(layer, Flatten):
-            if i != 0:
-                raise ConfigError(f"{layer.where(i)}: a Flatten is supported only at the model input")
-            if layer.order is FlattenOrder.CHW:
-                perm = _chw_to_hwc_columns(model.shapes[i])
-            continue
-        w = np.asarray(layer.weights_2d)
-        if perm is not None:
-            w = w[:, perm]
-            perm = None
+        in_shape = model.shapes[i]
         integer = model.takes_integers(i)
+        if isinstance(layer, MaxPool2d):
+            h, w, c = in_shape
+            out.append(PoolSpec(h, w, c, layer.kernel, layer.stride, name=layer.name or f"pool{i}"))
+            continue
+        if isinstance(layer, Flatten):
+            if layer.order is FlattenOrder.CHW:
+                perm = _chw_to_hwc_columns(in_shape)
+            if i > 0:
+                h, w, c = in_shape
+                out.append(GatherSpec(chunk=c, pixels=h * w, name=layer.name or f"flatten{i}"))
+            continue
+        w2 = np.asarray(layer.weights_2d)
+        positions = 1
+        if isinstance(layer, Conv2d):
+            h, w, c = in_shape
+            if integer:
+                pad_value = layer.padding.value_pm1
+                lo, hi = model.input.value_range
+                if layer.padded and not lo <= pad_value <= hi:
+                    raise ConfigError(
+                        f"{layer.where(i)}: padding {layer.padding.value} needs the value {pad_value}, "
+                        f"which the {'signed' if model.input.signed else 'unsigned'} {model.input.bits}-bit input cannot hold"
+                    )
+            else:
+                if layer.padded and layer.padding is Padding.ZERO:
+                    raise ConfigError(
+                        f"{layer.where(i)}: zero padding of a binary convolution varies the valid taps per position; "
+                        "the engines do not build per-position thresholds yet (use +1 or -1 padding, or none)"
+                    )
+                pad_value = 1 if layer.padding is Padding.PLUS_ONE else 0
+            out.append(
+                WindowSpec(
+                    h, w, c, model.input.bits if integer else 1, layer.kernel, layer.stride, layer.pads, pad_value,
+                    name=f"{layer.name or f'conv{i}'}_window",
+                )
+            )
+            positions = model.positions(i)
+        if perm is not None:
+            w2 = w2[:, perm]
+            perm = None
         if layer.thresholds is None:
             thr = None
         elif integer:
             thr = np.asarray(layer.thresholds, dtype=np.int64)
         else:
             thr = layer.popcount_thresholds().astype(np.int64)
-        w = np.ascontiguousarray(w)
-        w.flags.writeable = False
+        w2 = np.ascontiguousarray(w2)
+        w2.flags.writeable = False
         out.append(
             MatVec(
                 index=i,
                 name=layer.name or f"layer{i}",
-                weights=w,
+                weights=w2,
                 thresholds=thr,
                 integer=integer,
                 in_bits=model.input.bits if integer else 1,
                 in_signed=model.input.signed if integer else False,
+                positions=positions,
             )
         )
     return out
@@ -169,10 +265,10 @@ def plan_folding(layers: list[MatVec], config: GenConfig) -> list[tuple[MatVec, 
 
     Explicit :class:`LayerChoice` values win (keyed by the IR layer index). Other layers are
     folded: with ``config.target_cycles`` each gets the cheapest fold within that many cycles
-    per vector; without it, the target is the slowest explicitly folded layer's cycles, or, when
-    none is explicit, that of the largest layer at PE = SIMD = 8 (so the default is a balanced
-    pipeline a small FPGA holds). Unrolled layers take one cycle per vector; the integer input
-    layer is always folded.
+    per image (vectors per image x cycles per vector); without it, the target is the slowest
+    explicitly folded layer's cycles per image, or, when none is explicit, that of the largest
+    layer at PE = SIMD = 8 (so the default is a balanced pipeline a small FPGA holds). Unrolled
+    layers take one cycle per vector; the integer input layer is always folded.
     """
     known = {lv.index for lv in layers}
     for key in config.layers:
@@ -192,12 +288,12 @@ def plan_folding(layers: list[MatVec], config: GenConfig) -> list[tuple[MatVec, 
     target = config.target_cycles
     if target is None:
         explicit = [
-            (-(-lv.n // ch.pe)) * (-(-lv.k // ch.simd))
+            lv.positions * (-(-lv.n // ch.pe)) * (-(-lv.k // ch.simd))
             for lv in layers
             for ch in [choices[lv.index]]
             if ch.engine is not Engine.UNROLLED and ch.pe is not None and ch.simd is not None
         ]
-        target = max(explicit) if explicit else max((-(-lv.n // 8)) * (-(-lv.k // 8)) for lv in layers)
+        target = max(explicit) if explicit else max(lv.positions * (-(-lv.n // 8)) * (-(-lv.k // 8)) for lv in layers)
     planned = []
     for lv in layers:
         ch = choices[lv.index]
@@ -206,16 +302,15 @@ def plan_folding(layers: list[MatVec], config: GenConfig) -> list[tuple[MatVec, 
             planned.append((lv, engine, lv.n, lv.k))
             continue
         pe, simd = ch.pe, ch.simd
+        per_vector = max(1, target // lv.positions)
         if pe is None and simd is None:
-            pe, simd = _cheapest_fold(lv.n, lv.k, target, lv.in_bits)
+            pe, simd = _cheapest_fold(lv.n, lv.k, per_vector, lv.in_bits)
         elif pe is None:
             sf = -(-lv.k // simd)
-            pe = -(-lv.n // max(1, target // sf)) if target // sf >= 1 else lv.n
-            pe = min(pe, lv.n)
+            pe = min(lv.n, -(-lv.n // max(1, per_vector // sf)))
         elif simd is None:
             nf = -(-lv.n // pe)
-            simd = -(-lv.k // max(1, target // nf)) if target // nf >= 1 else lv.k
-            simd = min(simd, lv.k)
+            simd = min(lv.k, -(-lv.k // max(1, per_vector // nf)))
         planned.append((lv, engine, pe, simd))
     return planned
 
@@ -239,5 +334,8 @@ def plan_schedules(planned, config: GenConfig) -> list[LayerPlan]:
 def make_plan(model: Model, config: GenConfig | None = None) -> HwPlan:
     """Run the planning passes."""
     config = config or GenConfig()
-    layers = lower_layers(model)
-    return HwPlan(model=model, config=config, layers=tuple(plan_schedules(plan_folding(layers, config), config)))
+    chain = lower_layers(model)
+    matvecs = [s for s in chain if isinstance(s, MatVec)]
+    planned = iter(plan_schedules(plan_folding(matvecs, config), config))
+    stages = tuple(next(planned) if isinstance(s, MatVec) else s for s in chain)
+    return HwPlan(model=model, config=config, stages=stages)

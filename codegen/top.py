@@ -33,9 +33,10 @@ from ..hdl.folded import FoldedDense
 from ..hdl.intdense import IntDense
 from ..hdl.streams import Argmax, WidthAdapter
 from ..hdl.unrolled import UnrolledDense
+from ..hdl.window import MaxPoolOr, SlidingWindow
 from ..sim.cycles import Block, Kind
 from .config import Engine
-from .plan import HwPlan, LayerPlan
+from .plan import GatherSpec, HwPlan, LayerPlan, PoolSpec, WindowSpec
 
 __all__ = ["AcceleratorTop", "build_engine", "cycle_blocks", "StreamFormat"]
 
@@ -109,22 +110,43 @@ class StreamFormat:
 
 
 class AcceleratorTop(wiring.Component):
-    """The generated accelerator: a chain of engines, adapters and an argmax (module docstring).
+    """The generated accelerator: the planned chain plus width adapters and an argmax (module
+    docstring).
 
     Attributes
     ----------
+    chain : list of the blocks in stream order (windows, pools, adapters, engines, argmax)
     engines : list of the engine components, one per planned layer
     format : :class:`StreamFormat`
     """
 
     def __init__(self, plan: HwPlan):
         self.plan = plan
-        self.engines = [build_engine(lp) for lp in plan.layers]
-        self.adapters: list[WidthAdapter | None] = []
-        for prev, lp, eng in zip(plan.layers, plan.layers[1:], self.engines[1:]):
-            width = prev.layer.n
-            want = _width(_in_port(eng))
-            self.adapters.append(None if want == width else WidthAdapter(width, want))
+        self.chain: list = []
+        self.engines: list = []
+        width = None  # payload width flowing out of the chain so far
+        for stage in plan.stages:
+            if isinstance(stage, WindowSpec):
+                block = SlidingWindow(
+                    stage.height, stage.width, stage.channels, stage.elem_bits,
+                    kernel=stage.kernel, stride=stage.stride, pads=stage.pads, pad_value=stage.pad_value,
+                )
+            elif isinstance(stage, PoolSpec):
+                block = MaxPoolOr(stage.height, stage.width, stage.channels, kernel=stage.kernel, stride=stage.stride)
+            elif isinstance(stage, GatherSpec):
+                if stage.pixels == 1:
+                    continue  # a 1x1 map is already one vector
+                block = WidthAdapter(stage.chunk, stage.chunk * stage.pixels)
+            else:
+                block = build_engine(stage)
+                self.engines.append(block)
+            want = _width(_in_port(block))
+            if width is not None and want != width:
+                if want > width:  # pragma: no cover - planning never asks a block for more than a vector
+                    raise AssertionError(f"{type(block).__name__} wants {want}-bit beats from {width}-bit vectors")
+                self.chain.append(WidthAdapter(width, want))
+            self.chain.append(block)
+            width = _width(_out_port(block))
         last = self.engines[-1]
         lv = plan.layers[-1].layer
         if isinstance(last, IntDense):
@@ -132,18 +154,23 @@ class AcceleratorTop(wiring.Component):
         else:
             score_width, score_signed, popcount = max(1, lv.k.bit_length()), False, True
         self.argmax = Argmax(lv.n, score_width, signed=score_signed, with_scores=True)
-        first = plan.layers[0].layer
-        in_width = _width(_in_port(self.engines[0]))
-        if plan.layers[0].engine is Engine.UNROLLED:
-            per_beat, beats = first.k, 1
+        self.chain.append(self.argmax)
+        first = plan.stages[0]
+        in_width = _width(_in_port(self.chain[0]))
+        spec = plan.model.input
+        k = int(np.prod(spec.shape))
+        if isinstance(first, WindowSpec):
+            per_beat, beats = first.channels, first.height * first.width
+        elif first.engine is Engine.UNROLLED:
+            per_beat, beats = first.layer.k, 1
         else:
-            per_beat, beats = plan.layers[0].simd, plan.layers[0].sf
+            per_beat, beats = first.simd, first.sf
         self.format = StreamFormat(
             in_width=in_width,
             beats_per_image=beats,
             elements_per_beat=per_beat,
-            element_bits=first.in_bits,
-            k=first.k,
+            element_bits=spec.bits,
+            k=k,
             index_width=self.argmax.index_width,
             score_width=score_width,
             score_signed=score_signed,
@@ -159,12 +186,7 @@ class AcceleratorTop(wiring.Component):
 
     def elaborate(self, platform):
         m = Module()
-        chain = []
-        for i, eng in enumerate(self.engines):
-            if i > 0 and self.adapters[i - 1] is not None:
-                chain.append(self.adapters[i - 1])
-            chain.append(eng)
-        chain.append(self.argmax)
+        chain = self.chain
         for i, block in enumerate(chain):
             m.submodules[f"b{i}_{type(block).__name__.lower()}"] = block
         _link(m, self.i_stream, _in_port(chain[0]))
@@ -185,14 +207,23 @@ def _link(m: Module, src, dst) -> None:
 def cycle_blocks(top: AcceleratorTop) -> list[Block]:
     """The chain of :class:`~bnnfab.sim.cycles.Block` with the top's exact timing."""
     blocks = []
-    for i, (lp, eng) in enumerate(zip(top.plan.layers, top.engines)):
-        if i > 0 and top.adapters[i - 1] is not None:
-            ad = top.adapters[i - 1]
-            r = -(-ad.vector_width // min(ad.in_width, ad.out_width))
-            blocks.append(Block(Kind.SPLIT, (r,), label=f"split{i}"))
-        if isinstance(eng, UnrolledDense):
-            blocks.append(Block(Kind.UNROLLED, (eng.latency,), label=lp.layer.name))
-        else:
-            blocks.append(Block(Kind.FOLDED, (eng.nf, eng.sf), label=lp.layer.name))
-    blocks.append(Block(Kind.UNROLLED, (top.argmax.latency,), label="argmax"))
+    names = iter(lp.layer.name for lp in top.plan.layers)
+    for block in top.chain:
+        if isinstance(block, (SlidingWindow, MaxPoolOr)):
+            p = block.cycle_params
+            (kh, kw), (sh, sw), (t, l, _, _) = p["kernel"], p["stride"], p["pads"]
+            params = (p["height"], p["width"], kh, kw, sh, sw, t, l, p["buffer_rows"], block.out_height, block.out_width)
+            blocks.append(Block(Kind.WINDOW, params, label=type(block).__name__.lower()))
+        elif isinstance(block, WidthAdapter):
+            r = -(-block.vector_width // min(block.in_width, block.out_width))
+            kind = Kind.SPLIT if block.splits else Kind.GATHER
+            blocks.append(Block(kind, (r,), label="split" if block.splits else "gather"))
+        elif isinstance(block, UnrolledDense):
+            blocks.append(Block(Kind.UNROLLED, (block.latency,), label=next(names)))
+        elif isinstance(block, (FoldedDense, IntDense)):
+            blocks.append(Block(Kind.FOLDED, (block.nf, block.sf), label=next(names)))
+        elif isinstance(block, Argmax):
+            blocks.append(Block(Kind.UNROLLED, (block.latency,), label="argmax"))
+        else:  # pragma: no cover
+            raise AssertionError(f"no cycle model for {type(block).__name__}")
     return blocks

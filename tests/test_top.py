@@ -12,7 +12,7 @@ from bnnfab.codegen.config import ConfigError, Engine, GenConfig, LayerChoice
 from bnnfab.codegen.generate import generate
 from bnnfab.codegen.plan import make_plan
 from bnnfab.codegen.top import AcceleratorTop, cycle_blocks
-from bnnfab.models import Conv2d, Dense, Flatten, InputSpec, Model, zoo
+from bnnfab.models import Conv2d, Dense, Flatten, InputSpec, MaxPool2d, Model, zoo
 from bnnfab.models.datasets import load_dataset
 from bnnfab.sim.cycles import simulate_cycles
 
@@ -141,10 +141,47 @@ def test_generated_verilog_is_deterministic():
     assert generate(model, cfg).verilog == generate(model, cfg).verilog
 
 
-def test_conv_is_refused_with_a_clear_message():
+def test_zero_padded_binary_conv_is_refused_with_a_clear_message():
     model = Model(
         InputSpec((4, 4, 1), bits=1),
-        (Conv2d(np.zeros((2, 3, 3, 1), bool), [0, 0], name="c0"), Flatten(), Dense(np.zeros((2, 8), bool))),
+        (Conv2d(np.zeros((2, 3, 3, 1), bool), [0, 0], pads=1, name="c0"), Flatten(), Dense(np.zeros((2, 32), bool))),
     )
-    with pytest.raises(ConfigError, match="layer 0 \\(conv 'c0'\\): hardware generation supports Dense layers"):
+    with pytest.raises(ConfigError, match="layer 0 \\(conv 'c0'\\): zero padding of a binary convolution"):
         make_plan(model)
+
+
+def _random_cnn(rng, h, w, c, bits, signed, pad_mode, chw, pool):
+    spec = InputSpec((h, w, c), bits=bits, signed=signed)
+    lo, hi = spec.value_range
+    n1 = int(rng.choice([3, 8, 17]))
+    k1 = 9 * c
+    conv1 = Conv2d(rng.random((n1, 3, 3, c)) < 0.5, rng.integers(lo * k1 // 4, hi * k1 // 4 + 1, n1), pads=1, padding="zero", name="c1")
+    shape = conv1.out_shape(spec.shape)
+    layers = [conv1]
+    if pool:
+        layers.append(MaxPool2d(2, name="p1"))
+        shape = layers[-1].out_shape(shape)
+    n2 = int(rng.choice([4, 9]))
+    conv2 = Conv2d(rng.random((n2, 2, 2, n1)) < 0.5, rng.integers(-6, 7, n2), pads=(1, 0, 0, 1) if pad_mode != "none" else 0,
+                   padding="+1" if pad_mode == "+1" else "-1", stride=(1, 2), name="c2")
+    shape = conv2.out_shape(shape)
+    layers += [conv2, Flatten(order="chw" if chw else "hwc")]
+    k = int(np.prod(shape))
+    layers.append(Dense(rng.random((5, k)) < 0.5, name="out"))
+    return Model(spec, tuple(layers))
+
+
+@pytest.mark.parametrize("seed", range(4))
+def test_random_conv_nets(seed):
+    rng = np.random.default_rng(50 + seed)
+    model = _random_cnn(
+        rng, h=int(rng.integers(4, 7)), w=int(rng.integers(4, 7)), c=int(rng.choice([1, 2, 3])),
+        bits=int(rng.choice([2, 4, 8])), signed=bool(seed % 2), pad_mode=["+1", "-1", "none", "+1"][seed],
+        chw=seed < 2, pool=seed != 1,
+    )
+    choices = {}
+    conv2 = [i for i, l in model.compute_layers if l.name == "c2"][0]
+    if seed in (0, 3):
+        choices[conv2] = LayerChoice(engine=Engine.UNROLLED, mst_depth=2)
+    images = _images(rng, model, 3)
+    _check(model, GenConfig(layers=choices, target_cycles=int(rng.choice([32, 128]))), images, seed=seed)
