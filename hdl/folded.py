@@ -3,7 +3,10 @@
 For layers too large to unroll and for small devices. Weights and thresholds sit in
 :class:`amaranth.lib.memory.Memory` arrays with synchronous read ports (which synthesis maps to
 block RAM when they are large); one input vector costs ``NF * SF`` core cycles, where
-``NF = ceil(N / PE)`` (neuron folds) and ``SF = ceil(K / SIMD)`` (SIMD folds).
+``NF = ceil(N / PE)`` (neuron folds) and ``SF = ceil(K / SIMD)`` (SIMD folds). The control
+described below (buffers, issue, pipeline, stall, output) is
+:class:`bnnfab.hdl._folding.FoldedEngine`, shared with :class:`bnnfab.hdl.intdense.IntDense`; this
+module adds the XNOR-popcount datapath.
 
 Streams (``amaranth.lib.stream``; a beat transfers on a rising edge where valid & ready)
 ------------------------------------------------------------------------------------------
@@ -81,37 +84,17 @@ Consequences (all exact):
 
 from __future__ import annotations
 
-import numbers
-
 import numpy as np
-from amaranth.hdl import Cat, Const, Module, Mux, Signal
-from amaranth.lib import stream, wiring
-from amaranth.lib.memory import Memory
-from amaranth.lib.wiring import In, Out
+from amaranth.hdl import Module, Signal, Value
 
 from bnnfab.models import Conv2d, Dense, Padding
+
+from ._folding import FoldedEngine, sum_tree
 
 __all__ = ["FoldedDense"]
 
 
-def _positive_int(value: object, what: str) -> int:
-    if isinstance(value, bool) or not isinstance(value, numbers.Integral) or int(value) < 1:
-        raise ValueError(f"{what} must be a positive integer, not {value!r}")
-    return int(value)
-
-
-def _popcount(bits: Signal):
-    """Balanced adder tree over the bits of ``bits`` (a Signal, so each slice is one wire)."""
-    terms = [bits[i] for i in range(len(bits))]
-    while len(terms) > 1:
-        pairs = [terms[j] + terms[j + 1] for j in range(0, len(terms) - 1, 2)]
-        if len(terms) % 2:
-            pairs.append(terms[-1])
-        terms = pairs
-    return terms[0]
-
-
-class FoldedDense(wiring.Component):
+class FoldedDense(FoldedEngine):
     """Folded XNOR-popcount dense engine (see the module docstring for streams and cycles).
 
     Parameters
@@ -134,35 +117,10 @@ class FoldedDense(wiring.Component):
         On a non-positive ``pe``/``simd``, or weights/thresholds of the wrong shape or type.
     """
 
-    def __init__(self, weights, thresholds=None, *, pe: int, simd: int):
-        self._pe = _positive_int(pe, "pe")
-        self._simd = _positive_int(simd, "simd")
-        w = np.asarray(weights)
-        if w.ndim != 2 or w.shape[0] < 1 or w.shape[1] < 1:
-            raise ValueError(f"weights must be a non-empty (N, K) array, got shape {w.shape}")
-        if w.dtype != np.bool_:
-            if not (np.issubdtype(w.dtype, np.integer) and np.isin(w, (0, 1)).all()):
-                raise ValueError(f"weights must be booleans (True = +1), got dtype {w.dtype}")
-            w = w.astype(np.bool_)
-        self._weights = np.array(w, dtype=np.bool_, copy=True)
-        self._weights.flags.writeable = False
-        n, k = self._weights.shape
-        if thresholds is None:
-            self._thresholds = None
-        else:
-            t = np.asarray(thresholds)
-            if t.shape != (n,):
-                raise ValueError(f"thresholds must have shape ({n},), one per output channel, got {t.shape}")
-            values = t.tolist()
-            for v in values:
-                if isinstance(v, bool) or not isinstance(v, numbers.Integral):
-                    raise ValueError(f"thresholds must be integers (popcount domain), not {v!r}")
-            # Python ints: exact for any int64 (or larger) value; only the clamped value is stored.
-            self._thresholds = tuple(int(v) for v in values)
-        super().__init__({
-            "i_stream": In(stream.Signature(self._simd)),
-            "o_stream": Out(stream.Signature(self.n * self.out_lane_width)),
-        })
+    # Datapath and number format; the control is FoldedEngine's (hdl/_folding.py).
+    _element_bits = 1
+    _acc_signed = False
+    _threshold_domain = "popcount domain"
 
     @classmethod
     def from_layer(cls, layer: Dense | Conv2d, *, pe: int, simd: int) -> "FoldedDense":
@@ -186,42 +144,7 @@ class FoldedDense(wiring.Component):
             thresholds = [-((-(int(t) + k)) // 2) for t in layer.thresholds.tolist()]
         return cls(layer.weights_2d, thresholds, pe=pe, simd=simd)
 
-    # --- geometry ---------------------------------------------------------------------------
-
-    @property
-    def n(self) -> int:
-        return int(self._weights.shape[0])
-
-    @property
-    def k(self) -> int:
-        return int(self._weights.shape[1])
-
-    @property
-    def pe(self) -> int:
-        return self._pe
-
-    @property
-    def simd(self) -> int:
-        return self._simd
-
-    @property
-    def nf(self) -> int:
-        """Neuron folds ``ceil(N / PE)``."""
-        return -(-self.n // self._pe)
-
-    @property
-    def sf(self) -> int:
-        """SIMD folds ``ceil(K / SIMD)``: input beats per vector."""
-        return -(-self.k // self._simd)
-
-    @property
-    def cycles_per_vector(self) -> int:
-        """Core cycles per vector in steady state, ``NF * SF``."""
-        return self.nf * self.sf
-
-    @property
-    def output_layer(self) -> bool:
-        return self._thresholds is None
+    # --- number format ----------------------------------------------------------------------
 
     @property
     def acc_width(self) -> int:
@@ -229,48 +152,15 @@ class FoldedDense(wiring.Component):
         return self.k.bit_length()
 
     @property
-    def out_lane_width(self) -> int:
-        """``W``: 1 for a hidden layer, :attr:`acc_width` for the output layer."""
-        return self.acc_width if self.output_layer else 1
-
-    @property
     def threshold_width(self) -> int:
         """Bits of a stored threshold ``clamp(T, 0, K+1)``."""
         return (self.k + 1).bit_length()
-
-    # --- memory images and stream (de)coding ------------------------------------------------
-
-    def weight_rows(self) -> list[int]:
-        """Weight memory image: row ``nf*SF + sf``, lane ``pe`` at bits ``[pe*SIMD, (pe+1)*SIMD)``;
-        pad bits 1."""
-        nf, sf, pe, simd = self.nf, self.sf, self._pe, self._simd
-        padded = np.ones((nf * pe, sf * simd), dtype=np.bool_)
-        padded[: self.n, : self.k] = self._weights
-        # (nf, pe, sf, simd) -> rows (nf, sf) of pe*simd bits, lane-major within a row.
-        tiles = padded.reshape(nf, pe, sf, simd).transpose(0, 2, 1, 3).reshape(nf * sf, pe * simd)
-        return [int.from_bytes(np.packbits(row, bitorder="little").tobytes(), "little") for row in tiles]
 
     def stored_thresholds(self) -> list[int] | None:
         """``clamp(T, 0, K+1)`` per output channel (None for the output layer)."""
         if self._thresholds is None:
             return None
         return [min(max(t, 0), self.k + 1) for t in self._thresholds]
-
-    def threshold_rows(self) -> list[int] | None:
-        """Threshold memory image: row ``nf``, lane ``pe`` at ``[pe*Wt, (pe+1)*Wt)``; pad lanes 0."""
-        stored = self.stored_thresholds()
-        if stored is None:
-            return None
-        wt = self.threshold_width
-        rows = []
-        for f in range(self.nf):
-            row = 0
-            for lane in range(self._pe):
-                ch = f * self._pe + lane
-                if ch < self.n:
-                    row |= stored[ch] << (lane * wt)
-            rows.append(row)
-        return rows
 
     def encode_input(self, x) -> list[int]:
         """The ``SF`` input beats of one vector ``x`` (``K`` booleans, True = +1); pad bits 0."""
@@ -284,173 +174,18 @@ class FoldedDense(wiring.Component):
             for chunk in padded.reshape(self.sf, self._simd)
         ]
 
-    def decode_output(self, payload: int) -> np.ndarray:
-        """One output beat as ``(N,)``: bools (hidden layer) or int64 popcounts (output layer)."""
-        w = self.out_lane_width
-        mask = (1 << w) - 1
-        values = [(int(payload) >> (n * w)) & mask for n in range(self.n)]
-        if self.output_layer:
-            return np.array(values, dtype=np.int64)
-        return np.array(values, dtype=np.bool_)
+    # --- datapath ---------------------------------------------------------------------------
 
-    # --- hardware ---------------------------------------------------------------------------
-
-    def elaborate(self, platform):
-        m = Module()
-        n, k, pe, simd, nf, sf = self.n, self.k, self._pe, self._simd, self.nf, self.sf
-        w_acc = self.acc_width
-        w_out = self.out_lane_width
-        w_pc = min(simd, k).bit_length()  # a chunk's popcount: pad bits contribute 0
-        last_pad = sf * simd - k  # pad bits in the last beat
-
-        i_s, o_s = self.i_stream, self.o_stream
-
-        m.submodules.xbuf = xbuf = Memory(shape=simd, depth=2 * sf, init=[])
-        m.submodules.wmem = wmem = Memory(shape=pe * simd, depth=nf * sf, init=self.weight_rows())
-        x_wr = xbuf.write_port()
-        x_rd = xbuf.read_port()
-        w_rd = wmem.read_port()
-        t_rd = None
-        if not self.output_layer:
-            m.submodules.tmem = tmem = Memory(
-                shape=pe * self.threshold_width, depth=nf, init=self.threshold_rows()
-            )
-            t_rd = tmem.read_port()
-
-        stall = Signal(name="stall")
-
-        # -- loader: fills bank wb; the last beat's pad bits are cleared on the way in --------
-        full = Signal(2, name="full")
-        wb = Signal(name="wb")
-        wi = Signal(range(sf), name="wi")
-        wi_last = Signal(name="wi_last")
-        accept = Signal(name="accept")
-        m.d.comb += [
-            wi_last.eq(wi == sf - 1),
-            i_s.ready.eq(~full.bit_select(wb, 1)),
-            accept.eq(i_s.valid & i_s.ready),
-            x_wr.addr.eq(Mux(wb, sf, 0) + wi),
-            x_wr.en.eq(accept),
-        ]
-        if last_pad:
-            keep = Const((1 << (simd - last_pad)) - 1, simd)
-            m.d.comb += x_wr.data.eq(Mux(wi_last, i_s.payload & keep, i_s.payload))
-        else:
-            m.d.comb += x_wr.data.eq(i_s.payload)
-        set_full = Signal(2, name="set_full")
-        with m.If(accept):
-            with m.If(wi_last):
-                m.d.sync += [wi.eq(0), wb.eq(~wb)]
-                m.d.comb += set_full.eq(Mux(wb, 0b10, 0b01))
-            with m.Else():
-                m.d.sync += wi.eq(wi + 1)
-
-        # -- issue: walk (nf, sf) over bank rb; addresses go to the synchronous read ports -----
-        rb = Signal(name="rb")
-        f_n = Signal(range(nf), name="f_n")
-        f_s = Signal(range(sf), name="f_s")
-        waddr = Signal(range(nf * sf), name="waddr")  # == f_n * SF + f_s
-        issue = Signal(name="issue")
-        issue_first = Signal(name="issue_first")
-        issue_last = Signal(name="issue_last")
-        issue_final = Signal(name="issue_final")
-        clr_full = Signal(2, name="clr_full")
-        m.d.comb += [
-            issue.eq(full.bit_select(rb, 1) & ~stall),
-            issue_first.eq(f_s == 0),
-            issue_last.eq(f_s == sf - 1),
-            issue_final.eq(issue_last & (f_n == nf - 1)),
-            x_rd.addr.eq(Mux(rb, sf, 0) + f_s),
-            x_rd.en.eq(~stall),
-            w_rd.addr.eq(waddr),
-            w_rd.en.eq(~stall),
-        ]
-        with m.If(issue):
-            with m.If(issue_final):
-                m.d.sync += [f_n.eq(0), f_s.eq(0), waddr.eq(0), rb.eq(~rb)]
-                m.d.comb += clr_full.eq(Mux(rb, 0b10, 0b01))
-            with m.Else():
-                m.d.sync += waddr.eq(waddr + 1)
-                with m.If(issue_last):
-                    m.d.sync += [f_s.eq(0), f_n.eq(f_n + 1)]
-                with m.Else():
-                    m.d.sync += f_s.eq(f_s + 1)
-        m.d.sync += full.eq((full & ~clr_full) | set_full)
-
-        # -- stage A: memory data; XNOR and one popcount tree per lane ------------------------
-        a_valid = Signal(name="a_valid")
-        a_first = Signal(name="a_first")
-        a_last = Signal(name="a_last")
-        a_final = Signal(name="a_final")
-        a_nf = Signal(range(nf), name="a_nf")
-        with m.If(~stall):
-            m.d.sync += [
-                a_valid.eq(issue),
-                a_first.eq(issue_first),
-                a_last.eq(issue_last),
-                a_final.eq(issue_final),
-                a_nf.eq(f_n),
-            ]
-        x_chunk = Signal(simd, name="x_chunk")
-        m.d.comb += x_chunk.eq(x_rd.data)
+    def _chunk_sums(self, m: Module, x_chunk: Signal, w_row: Value) -> list[Signal]:
+        """XNOR and one popcount tree per lane."""
+        simd = self._simd
+        w_pc = min(simd, self.k).bit_length()  # a chunk's popcount: pad bits contribute 0
         pc = []
-        for lane in range(pe):
+        for lane in range(self._pe):
             xnor = Signal(simd, name=f"xnor{lane}")
-            m.d.comb += xnor.eq(~(x_chunk ^ w_rd.data[lane * simd : (lane + 1) * simd]))
+            m.d.comb += xnor.eq(~(x_chunk ^ w_row[lane * simd : (lane + 1) * simd]))
             p = Signal(w_pc, name=f"pc{lane}")
-            m.d.comb += p.eq(_popcount(xnor))
+            # xnor is a Signal, so each of its bits is one wire in the tree.
+            m.d.comb += p.eq(sum_tree([xnor[i] for i in range(simd)]))
             pc.append(p)
-        if t_rd is not None:
-            m.d.comb += [t_rd.addr.eq(a_nf), t_rd.en.eq(~stall)]
-
-        # -- stage B: registered chunk popcounts; accumulate; threshold -----------------------
-        b_valid = Signal(name="b_valid")
-        b_first = Signal(name="b_first")
-        b_last = Signal(name="b_last")
-        b_final = Signal(name="b_final")
-        b_pc = [Signal(w_pc, name=f"b_pc{lane}") for lane in range(pe)]
-        with m.If(~stall):
-            m.d.sync += [
-                b_valid.eq(a_valid),
-                b_first.eq(a_first),
-                b_last.eq(a_last),
-                b_final.eq(a_final),
-            ]
-            m.d.sync += [b.eq(p) for b, p in zip(b_pc, pc)]
-
-        lanes = []
-        for lane in range(pe):
-            acc = Signal(w_acc, name=f"acc{lane}")
-            total = Signal(w_acc, name=f"sum{lane}")  # exact: a partial popcount is <= K
-            m.d.comb += total.eq(Mux(b_first, 0, acc) + b_pc[lane])
-            with m.If(b_valid & ~stall):
-                m.d.sync += acc.eq(total)
-            if t_rd is None:
-                lanes.append(total)
-            else:
-                wt = self.threshold_width
-                fire = Signal(name=f"fire{lane}")
-                m.d.comb += fire.eq(total >= t_rd.data[lane * wt : (lane + 1) * wt])
-                lanes.append(fire)
-        fold = Signal(pe * w_out, name="fold")
-        m.d.comb += fold.eq(Cat(*lanes))
-
-        # -- result assembly and output register ----------------------------------------------
-        deliver = Signal(name="deliver")
-        m.d.comb += [
-            deliver.eq(b_valid & b_final),
-            stall.eq(deliver & o_s.valid & ~o_s.ready),
-        ]
-        if nf > 1:
-            res = Signal((nf - 1) * pe * w_out, name="res")  # folds 0 .. NF-2, fold 0 lowest
-            with m.If(b_valid & b_last & ~b_final & ~stall):
-                m.d.sync += res.eq(Cat(res[pe * w_out :], fold))
-            vector = Cat(res, fold)
-        else:
-            vector = fold
-        with m.If(deliver & ~stall):
-            m.d.sync += [o_s.valid.eq(1), o_s.payload.eq(vector[: n * w_out])]
-        with m.Elif(o_s.ready):
-            m.d.sync += o_s.valid.eq(0)
-
-        return m
+        return pc

@@ -3,27 +3,22 @@
 Every output beat is compared to a naive numpy reference on ±1 integers written here (never to
 the engine itself), and every accepted-input and emitted-output cycle to
 :func:`folded_cycle_reference`, a transaction-level model of the cycle behaviour that the
-module docstring states. Valid and ready are stalled independently by per-cycle patterns.
+module docstring states. Valid and ready are stalled independently by per-cycle patterns (the
+driver, monitor and patterns are :mod:`ampsim`'s, shared by the HDL tests).
 """
 
 from __future__ import annotations
 
-import ast
-import os
-import pathlib
-import subprocess
-import sys
-import textwrap
 import zlib
 
 import numpy as np
 import pytest
 from amaranth.back import verilog
-from amaranth.hdl import ClockDomain, Elaboratable, Module, Signal
-from amaranth.sim import Simulator
 
+from ampsim import ResetTop, assert_hdl_layering, assert_verilog_deterministic, at, beats_of, drive_stream, fields_of, run_bench, stall_pattern
 from bnnfab.hdl.folded import FoldedDense
 from bnnfab.models import Conv2d, Dense, Padding
+from naive import pm1
 
 INT64_MIN, INT64_MAX = -(2**63), 2**63 - 1
 
@@ -35,10 +30,6 @@ pytestmark = pytest.mark.filterwarnings("ignore::amaranth._unused.UnusedMustUse"
 # Naive reference on ±1 integers
 
 
-def pm1(bits: np.ndarray) -> np.ndarray:
-    return np.where(np.asarray(bits, dtype=bool), 1, -1).astype(np.int64)
-
-
 def naive_dense(weights: np.ndarray, t: np.ndarray | None, xs: np.ndarray) -> np.ndarray:
     """Hidden layer: ``dot >= t`` (IR semantics, dot domain). Output layer: popcounts
     ``p = (dot + K) / 2``."""
@@ -48,29 +39,6 @@ def naive_dense(weights: np.ndarray, t: np.ndarray | None, xs: np.ndarray) -> np
         return (dot + k) // 2
     # Compare in Python integers: t may sit anywhere in int64.
     return np.array([[int(d) >= int(tt) for d, tt in zip(row, t)] for row in dot], dtype=bool)
-
-
-def beats_of(x: np.ndarray, simd: int, rng: np.random.Generator | None) -> list[int]:
-    """Input beats of one vector, written independently of the engine's helper: element ``k`` is
-    bit ``k % simd`` of beat ``k // simd``. Pad bits random when ``rng`` is given (the engine must
-    ignore them)."""
-    k = len(x)
-    sf = -(-k // simd)
-    beats = []
-    for j in range(sf):
-        v = 0
-        for b in range(simd):
-            e = j * simd + b
-            if e < k:
-                v |= int(bool(x[e])) << b
-            elif rng is not None and rng.random() < 0.5:
-                v |= 1 << b
-        beats.append(v)
-    return beats
-
-
-def fields_of(payload: int, n: int, width: int) -> list[int]:
-    return [(payload >> (i * width)) & ((1 << width) - 1) for i in range(n)]
 
 
 # --------------------------------------------------------------------------------------------
@@ -96,9 +64,6 @@ def folded_cycle_reference(params, in_valid_pattern, out_ready_pattern, n_vector
     nf = -(-params["n"] // params["pe"])
     sf = -(-params["k"] // params["simd"])
 
-    def pattern(p, c):
-        return bool(p[c]) if c < len(p) else True
-
     full = [False, False]
     wb = wi = rb = f_n = f_s = 0
     a = b = None  # pipeline entries: None (bubble) or the entry's "final" flag
@@ -110,9 +75,9 @@ def folded_cycle_reference(params, in_valid_pattern, out_ready_pattern, n_vector
     while len(emits) < n_vectors:
         if c > limit:
             raise AssertionError("cycle reference did not finish")
-        if not holding and sent < n_vectors * sf and pattern(in_valid_pattern, c):
+        if not holding and sent < n_vectors * sf and at(in_valid_pattern, c):
             holding = True
-        out_ready = pattern(out_ready_pattern, c)
+        out_ready = at(out_ready_pattern, c)
         in_ready = not full[wb]
         stall = b is True and ov and not out_ready
         set_bank = clr_bank = None
@@ -158,33 +123,11 @@ def folded_cycle_reference(params, in_valid_pattern, out_ready_pattern, n_vector
 
 
 async def drive(ctx, dut, beats, n_vectors, in_pat, out_pat, stop_at=None):
-    """Source of ``beats`` following ``in_pat`` (held until transfer) and sink following
-    ``out_pat``; returns (accept cycles, emit cycles, output payloads). Stops when ``n_vectors``
-    outputs arrived, or before cycle ``stop_at``."""
-    i_s, o_s = dut.i_stream, dut.o_stream
-    holding, sent = False, 0
-    accepts, emits, payloads = [], [], []
-    c = 0
-    limit = len(in_pat) + len(out_pat) + 20 * n_vectors * (dut.cycles_per_vector + dut.sf + 4)
-    while len(emits) < n_vectors and (stop_at is None or c < stop_at):
-        assert c < limit, "simulation did not finish"
-        if not holding and sent < len(beats) and (in_pat[c] if c < len(in_pat) else True):
-            holding = True
-            ctx.set(i_s.payload, beats[sent])
-        ctx.set(i_s.valid, holding)
-        ready = bool(out_pat[c]) if c < len(out_pat) else True
-        ctx.set(o_s.ready, ready)
-        if holding and ctx.get(i_s.ready):
-            accepts.append(c)
-            holding, sent = False, sent + 1
-        if ready and ctx.get(o_s.valid):
-            emits.append(c)
-            payloads.append(ctx.get(o_s.payload))
-        await ctx.tick()
-        c += 1
-    ctx.set(i_s.valid, 0)
-    ctx.set(o_s.ready, 0)
-    return accepts, emits, payloads
+    """:func:`ampsim.drive_stream` on the engine's streams; returns (accept cycles, emit cycles,
+    output payloads). Stops when ``n_vectors`` outputs arrived, or before cycle ``stop_at``."""
+    max_cycles = len(in_pat) + len(out_pat) + 20 * n_vectors * (dut.cycles_per_vector + dut.sf + 4)
+    return await drive_stream(ctx, dut.i_stream, dut.o_stream, beats, n_vectors, in_pat, out_pat,
+                              max_cycles=max_cycles, stop_at=stop_at)
 
 
 def make_layer(rng, n, k, output_layer):
@@ -200,39 +143,16 @@ def make_layer(rng, n, k, output_layer):
     return Dense(w, t.astype(np.int64))
 
 
-def stall_pattern(rng, kind, length):
-    if kind == "none":
-        return [True] * length
-    if kind == "random":
-        return list(rng.random(length) < rng.uniform(0.3, 0.8))
-    if kind == "bursty":  # long runs on and off
-        out, on = [], True
-        while len(out) < length:
-            out += [on] * int(rng.integers(1, 40))
-            on = not on
-        return out[:length]
-    raise ValueError(kind)
-
-
 def run_case(n, k, pe, simd, output_layer, n_vectors, in_kind, out_kind, seed):
     rng = np.random.default_rng(seed)
     layer = make_layer(rng, n, k, output_layer)
     dut = FoldedDense.from_layer(layer, pe=pe, simd=simd)
     xs = rng.random((n_vectors, k)) < 0.5
-    beats = [b for x in xs for b in beats_of(x, simd, rng)]
+    beats = [b for x in xs for b in beats_of(x, 1, simd, rng)]
     horizon = 3 * n_vectors * (dut.cycles_per_vector + dut.sf + 4)
     in_pat = stall_pattern(rng, in_kind, horizon)
     out_pat = stall_pattern(rng, out_kind, horizon)
-    result = {}
-
-    async def bench(ctx):
-        result["run"] = await drive(ctx, dut, beats, n_vectors, in_pat, out_pat)
-
-    sim = Simulator(dut)
-    sim.add_clock(1e-8)
-    sim.add_testbench(bench)
-    sim.run()
-    accepts, emits, payloads = result["run"]
+    accepts, emits, payloads = run_bench(dut, lambda ctx: drive(ctx, dut, beats, n_vectors, in_pat, out_pat))
 
     width = k.bit_length() if output_layer else 1
     want = naive_dense(layer.weights, layer.thresholds, xs)
@@ -317,46 +237,31 @@ def test_reset_mid_stream():
     layer = make_layer(rng, n, k, False)
     dut = FoldedDense.from_layer(layer, pe=pe, simd=simd)
 
-    class Top(Elaboratable):
-        def __init__(self):
-            self.rst = Signal()
-
-        def elaborate(self, platform):
-            m = Module()
-            m.domains.sync = cd = ClockDomain("sync")
-            m.d.comb += cd.rst.eq(self.rst)
-            m.submodules.dut = dut
-            return m
-
-    top = Top()
+    top = ResetTop(dut)
     xs1 = rng.random((4, k)) < 0.5
     xs2 = rng.random((4, k)) < 0.5
-    beats1 = [b for x in xs1 for b in beats_of(x, simd, rng)]
-    beats2 = [b for x in xs2 for b in beats_of(x, simd, rng)]
+    beats1 = [b for x in xs1 for b in beats_of(x, 1, simd, rng)]
+    beats2 = [b for x in xs2 for b in beats_of(x, 1, simd, rng)]
     pat1_in, pat1_out = [True] * 200, [False] * 200  # fill both banks and the output register
     pat2_in = stall_pattern(rng, "random", 200)
     pat2_out = stall_pattern(rng, "random", 200)
-    result = {}
 
     async def bench(ctx):
-        result["before"] = await drive(ctx, dut, beats1, 4, pat1_in, pat1_out, stop_at=25)
+        before = await drive(ctx, dut, beats1, 4, pat1_in, pat1_out, stop_at=25)
         assert ctx.get(dut.o_stream.valid) and not ctx.get(dut.i_stream.ready)
         ctx.set(top.rst, 1)
         await ctx.tick()
         ctx.set(top.rst, 0)
         assert not ctx.get(dut.o_stream.valid) and ctx.get(dut.i_stream.ready)
-        result["after"] = await drive(ctx, dut, beats2, 4, pat2_in, pat2_out)
+        return before, await drive(ctx, dut, beats2, 4, pat2_in, pat2_out)
 
-    sim = Simulator(top)
-    sim.add_clock(1e-8)
-    sim.add_testbench(bench)
-    sim.run()
+    before, after = run_bench(top, bench)
 
     params = dict(n=n, k=k, pe=pe, simd=simd)
-    acc1, emit1, _ = result["before"]
+    acc1, emit1, _ = before
     ref_acc1, ref_emit1 = folded_cycle_reference(params, pat1_in, [False] * 25, 4)
     assert acc1 == [c for c in ref_acc1 if c < 25] and emit1 == [c for c in ref_emit1 if c < 25] == []
-    acc2, emit2, payloads2 = result["after"]
+    acc2, emit2, payloads2 = after
     ref_acc2, ref_emit2 = folded_cycle_reference(params, pat2_in, pat2_out, 4)
     assert (acc2, emit2) == (ref_acc2, ref_emit2)
     want = naive_dense(layer.weights, layer.thresholds, xs2)
@@ -401,7 +306,7 @@ def test_weight_memory_image_and_stream_helpers():
                     bit = (row >> (lane * simd + b)) & 1
                     assert bit == (int(w[ch, e]) if ch < n and e < k else 1)
     x = rng.random(k) < 0.5
-    assert dut.encode_input(x) == beats_of(x, simd, None)
+    assert dut.encode_input(x) == beats_of(x, 1, simd, None)
     payload = sum(v << (3 * i) for i, v in enumerate([0, 7, 3, 1, 5]))
     assert dut.decode_output(payload).tolist() == [0, 7, 3, 1, 5]
     assert dut.out_lane_width == dut.acc_width == 3
@@ -449,36 +354,14 @@ def _verilog(seed: int = 5) -> str:
 
 
 def test_verilog_is_deterministic():
-    first = _verilog()
-    assert first == _verilog()
-    # Another process with another hash seed gives the same bytes.
-    code = textwrap.dedent(
-        f"""
-        import sys
-        sys.path.insert(0, {str(pathlib.Path(__file__).parent)!r})
-        from test_hdl_folded import _verilog
-        sys.stdout.write(_verilog())
-        """
-    )
-    env = dict(os.environ, PYTHONHASHSEED="12345")
-    other = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env, check=True)
-    assert other.stdout == first
+    # Also in another process with another hash seed.
+    first = assert_verilog_deterministic(_verilog, hash_seed="12345")
     assert "module folded_dense" in first
 
 
-def test_hdl_imports_neither_sim_nor_codegen():
-    source = pathlib.Path(__import__("bnnfab.hdl.folded", fromlist=["_"]).__file__).read_text()
-    for node in ast.walk(ast.parse(source)):
-        names = []
-        if isinstance(node, ast.Import):
-            names = [a.name for a in node.names]
-        elif isinstance(node, ast.ImportFrom):
-            names = [node.module or ""]
-        for name in names:
-            assert not name.startswith(("bnnfab.sim", "bnnfab.codegen")), name
-    code = "import sys, bnnfab.hdl.folded; print(sorted(m for m in sys.modules if m.startswith(('bnnfab.sim', 'bnnfab.codegen'))))"
-    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
-    assert out.stdout.strip() == "[]"
+@pytest.mark.parametrize("module", ["bnnfab.hdl.folded", "bnnfab.hdl._folding"])
+def test_hdl_imports_neither_sim_nor_codegen(module):
+    assert_hdl_layering(module)
 
 
 def test_cycle_reference_known_values():

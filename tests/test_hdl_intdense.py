@@ -4,29 +4,24 @@ Every output beat is compared to a naive numpy reference on integers written her
 engine itself), and every accepted-input and emitted-output cycle to
 :func:`intdense_cycle_reference`, a transaction-level transcription of the module docstring's
 cycle rules. The engine claims the exact timing of :class:`bnnfab.hdl.folded.FoldedDense`; one
-test runs both engines side by side under the same stalls and compares their cycles.
+test runs both engines side by side under the same stalls and compares their cycles. The driver,
+monitor and stall patterns are :mod:`ampsim`'s, shared by the HDL tests.
 """
 
 from __future__ import annotations
 
-import ast
-import os
-import pathlib
-import subprocess
-import sys
-import textwrap
 import zlib
 
 import numpy as np
 import pytest
 from amaranth.back import verilog
-from amaranth.hdl import ClockDomain, Elaboratable, Module, Signal
-from amaranth.sim import Simulator
+from amaranth.hdl import Module
 
+from ampsim import ResetTop, assert_hdl_layering, assert_verilog_deterministic, at, beats_of, drive_streams, fields_of, run_bench, stall_pattern
 from bnnfab.hdl.folded import FoldedDense
 from bnnfab.hdl.intdense import IntDense
 from bnnfab.models import Conv2d, Dense, Padding
-from naive import conv_dot
+from naive import conv_dot, pm1
 
 INT64_MIN, INT64_MAX = -(2**63), 2**63 - 1
 
@@ -35,10 +30,6 @@ pytestmark = pytest.mark.filterwarnings("ignore::amaranth._unused.UnusedMustUse"
 
 # --------------------------------------------------------------------------------------------
 # Naive reference
-
-
-def pm1(bits) -> np.ndarray:
-    return np.where(np.asarray(bits, dtype=bool), 1, -1).astype(np.int64)
 
 
 def naive_int_dense(weights, thresholds, xs) -> list[list[int]]:
@@ -52,38 +43,6 @@ def naive_int_dense(weights, thresholds, xs) -> list[list[int]]:
 
 def value_range(bits: int, is_signed: bool) -> tuple[int, int]:
     return (-(2 ** (bits - 1)), 2 ** (bits - 1) - 1) if is_signed else (0, 2**bits - 1)
-
-
-def beats_of(x, bits: int, simd: int, rng: np.random.Generator | None) -> list[int]:
-    """Input beats of one vector, independently of the engine's helper: element ``k`` at bits
-    ``[(k % simd) * bits, ...)`` of beat ``k // simd``, two's complement. Pad elements random when
-    ``rng`` is given (the engine must ignore them)."""
-    k = len(x)
-    sf = -(-k // simd)
-    beats = []
-    for j in range(sf):
-        v = 0
-        for e in range(simd):
-            i = j * simd + e
-            if i < k:
-                field = int(x[i]) % (1 << bits)
-            elif rng is not None:
-                field = int(rng.integers(0, 1 << bits))
-            else:
-                field = 0
-            v |= field << (e * bits)
-        beats.append(v)
-    return beats
-
-
-def lanes_of(payload: int, n: int, width: int, is_signed: bool) -> list[int]:
-    out = []
-    for i in range(n):
-        f = (payload >> (i * width)) & ((1 << width) - 1)
-        if is_signed and f >> (width - 1):
-            f -= 1 << width
-        out.append(f)
-    return out
 
 
 # --------------------------------------------------------------------------------------------
@@ -109,9 +68,6 @@ def intdense_cycle_reference(params, in_valid_pattern, out_ready_pattern, n_vect
     nf = -(-params["n"] // params["pe"])
     sf = -(-params["k"] // params["simd"])
     total_beats = n_vectors * sf
-
-    def at(p, c):
-        return True if c >= len(p) else bool(p[c])
 
     # Registers (values before the current edge).
     full = [False, False]
@@ -166,50 +122,12 @@ def intdense_cycle_reference(params, in_valid_pattern, out_ready_pattern, n_vect
 
 
 async def drive(ctx, duts, beats, n_vectors, in_pat, out_pat, stop_at=None):
-    """Feed ``beats`` to every engine in ``duts`` (each its own source and sink, following the same
-    patterns); returns per engine (accept cycles, emit cycles, payloads)."""
-    state = [dict(holding=False, sent=0, acc=[], emit=[], pay=[]) for _ in duts]
-    limit = len(in_pat) + len(out_pat) + 20 * (n_vectors + 1) * (max(d.cycles_per_vector + d.sf for d in duts) + 4)
-    c = 0
-    while any(len(s["emit"]) < n_vectors for s in state) and (stop_at is None or c < stop_at):
-        assert c < limit, "simulation did not finish"
-        offer = in_pat[c] if c < len(in_pat) else True
-        ready = bool(out_pat[c]) if c < len(out_pat) else True
-        for dut, s in zip(duts, state):
-            i_s, o_s = dut.i_stream, dut.o_stream
-            if not s["holding"] and s["sent"] < len(beats[id(dut)]) and offer:
-                s["holding"] = True
-                ctx.set(i_s.payload, beats[id(dut)][s["sent"]])
-            ctx.set(i_s.valid, s["holding"])
-            ctx.set(o_s.ready, ready)
-        for dut, s in zip(duts, state):
-            i_s, o_s = dut.i_stream, dut.o_stream
-            if s["holding"] and ctx.get(i_s.ready):
-                s["acc"].append(c)
-                s["holding"], s["sent"] = False, s["sent"] + 1
-            if ready and ctx.get(o_s.valid):
-                s["emit"].append(c)
-                s["pay"].append(ctx.get(o_s.payload))
-        await ctx.tick()
-        c += 1
-    for dut in duts:
-        ctx.set(dut.i_stream.valid, 0)
-        ctx.set(dut.o_stream.ready, 0)
-    return [(s["acc"], s["emit"], s["pay"]) for s in state]
-
-
-def stall_pattern(rng, kind, length):
-    if kind == "none":
-        return [True] * length
-    if kind == "random":
-        return list(rng.random(length) < rng.uniform(0.3, 0.8))
-    if kind == "bursty":
-        out, on = [], True
-        while len(out) < length:
-            out += [on] * int(rng.integers(1, 40))
-            on = not on
-        return out[:length]
-    raise ValueError(kind)
+    """:func:`ampsim.drive_streams` on every engine in ``duts`` (each its own source of
+    ``beats[id(dut)]`` and sink, following the same patterns); returns per engine (accept cycles,
+    emit cycles, payloads)."""
+    max_cycles = len(in_pat) + len(out_pat) + 20 * (n_vectors + 1) * (max(d.cycles_per_vector + d.sf for d in duts) + 4)
+    links = [(dut.i_stream, dut.o_stream, beats[id(dut)]) for dut in duts]
+    return await drive_streams(ctx, links, n_vectors, in_pat, out_pat, max_cycles=max_cycles, stop_at=stop_at)
 
 
 def make_inputs(rng, n_vectors, k, bits, is_signed):
@@ -244,24 +162,15 @@ def make_layer(rng, n, k, bits, is_signed, output_layer, xs):
     return Dense(w, t.astype(np.int64))
 
 
-def simulate(duts, beats, n_vectors, in_pat, out_pat, top=None):
-    result = {}
-
-    async def bench(ctx):
-        result["runs"] = await drive(ctx, duts, beats, n_vectors, in_pat, out_pat)
-
-    if top is None:
-        if len(duts) == 1:
-            top = duts[0]
-        else:
-            top = Module()
-            for i, d in enumerate(duts):
-                top.submodules[f"dut{i}"] = d
-    sim = Simulator(top)
-    sim.add_clock(1e-8)
-    sim.add_testbench(bench)
-    sim.run()
-    return result["runs"]
+def simulate(duts, beats, n_vectors, in_pat, out_pat):
+    """:func:`drive` in a simulation of ``duts`` side by side."""
+    if len(duts) == 1:
+        top = duts[0]
+    else:
+        top = Module()
+        for i, d in enumerate(duts):
+            top.submodules[f"dut{i}"] = d
+    return run_bench(top, lambda ctx: drive(ctx, duts, beats, n_vectors, in_pat, out_pat))
 
 
 def run_case(n, k, pe, simd, bits, is_signed, output_layer, n_vectors, in_kind, out_kind, seed):
@@ -282,7 +191,7 @@ def run_case(n, k, pe, simd, bits, is_signed, output_layer, n_vectors, in_kind, 
     want = naive_int_dense(layer.weights, None if output_layer else layer.thresholds.tolist(), xs)
     assert len(payloads) == n_vectors
     for v, payload in enumerate(payloads):
-        assert lanes_of(payload, n, width, output_layer) == want[v], f"vector {v}"
+        assert fields_of(payload, n, width, output_layer) == want[v], f"vector {v}"
         assert payload >> (n * width) == 0
 
     params = dict(n=n, k=k, pe=pe, simd=simd, bits=bits)
@@ -382,46 +291,32 @@ def test_reset_mid_stream():
     layer = make_layer(rng, n, k, bits, False, False, xs2)
     dut = IntDense.from_layer(layer, bits=bits, signed=False, pe=pe, simd=simd)
 
-    class Top(Elaboratable):
-        def __init__(self):
-            self.rst = Signal()
-
-        def elaborate(self, platform):
-            m = Module()
-            m.domains.sync = cd = ClockDomain("sync")
-            m.d.comb += cd.rst.eq(self.rst)
-            m.submodules.dut = dut
-            return m
-
-    top = Top()
+    top = ResetTop(dut)
     beats1 = [b for x in xs1 for b in beats_of(x, bits, simd, rng)]
     beats2 = [b for x in xs2 for b in beats_of(x, bits, simd, rng)]
     pat2_in = stall_pattern(rng, "random", 200)
     pat2_out = stall_pattern(rng, "random", 200)
-    result = {}
 
     async def bench(ctx):
-        [result["before"]] = await drive(ctx, [dut], {id(dut): beats1}, 4, [True] * 200, [False] * 200, stop_at=25)
+        [before] = await drive(ctx, [dut], {id(dut): beats1}, 4, [True] * 200, [False] * 200, stop_at=25)
         assert ctx.get(dut.o_stream.valid) and not ctx.get(dut.i_stream.ready)
         ctx.set(top.rst, 1)
         await ctx.tick()
         ctx.set(top.rst, 0)
         assert not ctx.get(dut.o_stream.valid) and ctx.get(dut.i_stream.ready)
-        [result["after"]] = await drive(ctx, [dut], {id(dut): beats2}, 4, pat2_in, pat2_out)
+        [after] = await drive(ctx, [dut], {id(dut): beats2}, 4, pat2_in, pat2_out)
+        return before, after
 
-    sim = Simulator(top)
-    sim.add_clock(1e-8)
-    sim.add_testbench(bench)
-    sim.run()
+    before, after = run_bench(top, bench)
 
     params = dict(n=n, k=k, pe=pe, simd=simd)
-    acc1, emit1, _ = result["before"]
+    acc1, emit1, _ = before
     ref_acc1, _ = intdense_cycle_reference(params, [True] * 200, [False] * 25, 4)
     assert acc1 == [c for c in ref_acc1 if c < 25] and emit1 == []
-    acc2, emit2, payloads2 = result["after"]
+    acc2, emit2, payloads2 = after
     assert (acc2, emit2) == intdense_cycle_reference(params, pat2_in, pat2_out, 4)
     want = naive_int_dense(layer.weights, layer.thresholds.tolist(), xs2)
-    assert [lanes_of(p, n, 1, False) for p in payloads2] == want
+    assert [fields_of(p, n, 1, False) for p in payloads2] == want
 
 
 @pytest.mark.parametrize("padding", list(Padding))
@@ -448,7 +343,7 @@ def test_conv2d_as_matrix_vector_over_patches(padding):
     assert dut.k == kh * kw * c
     beats = [b for p in patches for b in beats_of(p, bits, 5, rng)]
     [(_, _, payloads)] = simulate([dut], {id(dut): beats}, len(patches), [], [])
-    got = np.array([lanes_of(p, nout, 1, False) for p in payloads])
+    got = np.array([fields_of(p, nout, 1, False) for p in payloads])
     assert got.tolist() == (dots >= t[None, :]).astype(int).tolist()
 
 
@@ -480,8 +375,8 @@ def test_numbers_widths_and_threshold_clamping():
     assert u8.threshold_width == (big + 1).bit_length() + 1
     wt = u8.threshold_width
     rows = u8.threshold_rows()
-    assert lanes_of(rows[0], 4, wt, True) == [0, -big, big + 1, -big]
-    assert lanes_of(rows[1], 4, wt, True) == [big + 1, -5, 0, 0]  # pad lanes hold 0
+    assert fields_of(rows[0], 4, wt, True) == [0, -big, big + 1, -big]
+    assert fields_of(rows[1], 4, wt, True) == [big + 1, -5, 0, 0]  # pad lanes hold 0
     s4 = IntDense(w, None, bits=4, signed=True, pe=1, simd=1)
     assert (s4.element_range, s4.max_abs_acc, s4.acc_width) == ((-8, 7), 72, 8)
     assert s4.out_lane_width == 8 and len(s4.o_stream.payload) == 6 * 8
@@ -549,36 +444,12 @@ def _verilog(seed: int = 5) -> str:
 
 
 def test_verilog_is_deterministic():
-    first = _verilog()
-    assert first == _verilog()
-    code = textwrap.dedent(
-        f"""
-        import sys, warnings
-        warnings.simplefilter("ignore")
-        sys.path.insert(0, {str(pathlib.Path(__file__).parent)!r})
-        from test_hdl_intdense import _verilog
-        sys.stdout.write(_verilog())
-        """
-    )
-    env = dict(os.environ, PYTHONHASHSEED="4242")
-    other = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env, check=True)
-    assert other.stdout == first
+    first = assert_verilog_deterministic(_verilog, hash_seed="4242")
     assert "module int_dense" in first and "module int_dense_out" in first
 
 
 def test_hdl_imports_neither_sim_nor_codegen():
-    source = pathlib.Path(__import__("bnnfab.hdl.intdense", fromlist=["_"]).__file__).read_text()
-    for node in ast.walk(ast.parse(source)):
-        names = []
-        if isinstance(node, ast.Import):
-            names = [a.name for a in node.names]
-        elif isinstance(node, ast.ImportFrom):
-            names = [node.module or ""]
-        for name in names:
-            assert not name.startswith(("bnnfab.sim", "bnnfab.codegen")), name
-    code = "import sys, bnnfab.hdl.intdense; print(sorted(m for m in sys.modules if m.startswith(('bnnfab.sim', 'bnnfab.codegen'))))"
-    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
-    assert out.stdout.strip() == "[]"
+    assert_hdl_layering("bnnfab.hdl.intdense")
 
 
 def test_cycle_reference_known_values():

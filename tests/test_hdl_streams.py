@@ -3,49 +3,32 @@
 Payloads are compared to naive references written here (bit slicing on Python ints, numpy
 ``argmax``, a numpy layer on integers), cycles to :func:`width_adapter_cycle_reference` and
 :func:`argmax_cycle_reference`, transcriptions of the module docstring's cycle rules. Valid and
-ready are stalled independently by per-cycle patterns.
+ready are stalled independently by per-cycle patterns (the driver, monitor and patterns are
+:mod:`ampsim`'s, shared by the HDL tests).
 """
 
 from __future__ import annotations
 
-import ast
-import os
-import pathlib
-import subprocess
-import sys
-import textwrap
+import functools
 import zlib
 
 import numpy as np
 import pytest
 from amaranth.back import verilog
-from amaranth.hdl import ClockDomain, Elaboratable, Module, Signal
+from amaranth.hdl import Module
 from amaranth.lib import wiring
-from amaranth.sim import Simulator
 
+import ampsim
+from ampsim import ResetTop, assert_hdl_layering, assert_verilog_deterministic, at, drive_stream, fields_of, run_bench
 from bnnfab.hdl.folded import FoldedDense
 from bnnfab.hdl.intdense import IntDense
 from bnnfab.hdl.streams import Argmax, WidthAdapter
+from naive import pm1
 
 pytestmark = pytest.mark.filterwarnings("ignore::amaranth._unused.UnusedMustUse")
 
-
-def _at(pattern, c: int) -> bool:
-    return True if c >= len(pattern) else bool(pattern[c])
-
-
-def stall_pattern(rng, kind, length):
-    if kind == "none":
-        return [True] * length
-    if kind == "random":
-        return list(rng.random(length) < rng.uniform(0.3, 0.8))
-    if kind == "bursty":
-        out, on = [], True
-        while len(out) < length:
-            out += [on] * int(rng.integers(1, 25))
-            on = not on
-        return out[:length]
-    raise ValueError(kind)
+# Bursts of at most 24 cycles: these blocks hold few beats, so shorter bursts vary them more.
+stall_pattern = functools.partial(ampsim.stall_pattern, max_run=25)
 
 
 # --------------------------------------------------------------------------------------------
@@ -60,14 +43,6 @@ def split_vector(vector: int, v: int, c: int) -> list[int]:
 
 def join_chunks(chunks: list[int], v: int, c: int) -> int:
     return sum(ch << (j * c) for j, ch in enumerate(chunks)) & ((1 << v) - 1)
-
-
-def scores_of(payload: int, n: int, width: int, is_signed: bool) -> list[int]:
-    out = []
-    for i in range(n):
-        f = (payload >> (i * width)) & ((1 << width) - 1)
-        out.append(f - (1 << width) if is_signed and f >> (width - 1) else f)
-    return out
 
 
 # --------------------------------------------------------------------------------------------
@@ -93,9 +68,9 @@ def width_adapter_cycle_reference(params, in_valid_pattern, out_ready_pattern, n
     c = 0
     while len(emits) < n_out:
         assert c < len(in_valid_pattern) + len(out_ready_pattern) + 10 * (n_in + n_out + 10), "no progress"
-        if not offered and sent < n_in and _at(in_valid_pattern, c):
+        if not offered and sent < n_in and at(in_valid_pattern, c):
             offered = True
-        ready = _at(out_ready_pattern, c)
+        ready = at(out_ready_pattern, c)
         in_ready = (not valid or (ready and j == r - 1)) if splits else (not valid or ready)
         take = offered and in_ready
         give = valid and ready
@@ -134,9 +109,9 @@ def argmax_cycle_reference(params, in_valid_pattern, out_ready_pattern, n_beats)
     c = 0
     while len(emits) < n_beats:
         assert c < len(in_valid_pattern) + len(out_ready_pattern) + 10 * (n_beats + lat + 10), "no progress"
-        if not offered and sent < n_beats and _at(in_valid_pattern, c):
+        if not offered and sent < n_beats and at(in_valid_pattern, c):
             offered = True
-        ready = _at(out_ready_pattern, c)
+        ready = at(out_ready_pattern, c)
         en = not v[-1] or ready
         if v[-1] and ready:
             emits.append(c)
@@ -155,43 +130,11 @@ def argmax_cycle_reference(params, in_valid_pattern, out_ready_pattern, n_beats)
 # Driver / monitor
 
 
-async def drive(ctx, src, sink, beats, n_out, in_pat, out_pat, payload_value=lambda p: p):
-    """Source of ``beats`` into ``src`` (held until transfer) and sink on ``sink`` following the
-    patterns; returns (accept cycles, emit cycles, payloads) once ``n_out`` beats arrived."""
-    holding, sent = False, 0
-    accepts, emits, payloads = [], [], []
-    c = 0
-    limit = len(in_pat) + len(out_pat) + 200 * (len(beats) + n_out + 10)
-    while len(emits) < n_out:
-        assert c < limit, "simulation did not finish"
-        if not holding and sent < len(beats) and _at(in_pat, c):
-            holding = True
-            ctx.set(src.payload, beats[sent])
-        ctx.set(src.valid, holding)
-        ready = _at(out_pat, c)
-        ctx.set(sink.ready, ready)
-        if holding and ctx.get(src.ready):
-            accepts.append(c)
-            holding, sent = False, sent + 1
-        if ready and ctx.get(sink.valid):
-            emits.append(c)
-            payloads.append(payload_value(ctx.get(sink.payload)))
-        await ctx.tick()
-        c += 1
-    return accepts, emits, payloads
-
-
 def run(top, src, sink, beats, n_out, in_pat, out_pat, payload_value=lambda p: p):
-    result = {}
-
-    async def bench(ctx):
-        result["r"] = await drive(ctx, src, sink, beats, n_out, in_pat, out_pat, payload_value)
-
-    sim = Simulator(top)
-    sim.add_clock(1e-8)
-    sim.add_testbench(bench)
-    sim.run()
-    return result["r"]
+    """Simulate ``top`` under :func:`ampsim.drive_stream` from ``src`` to ``sink``; returns
+    (accept cycles, emit cycles, payloads) once ``n_out`` beats arrived."""
+    return run_bench(top, lambda ctx: drive_stream(ctx, src, sink, beats, n_out, in_pat, out_pat,
+                                                   payload_value=payload_value))
 
 
 # --------------------------------------------------------------------------------------------
@@ -260,19 +203,7 @@ def test_width_adapter_split_then_gather_is_identity():
 def test_width_adapter_reset_mid_stream():
     dut = WidthAdapter(10, 3)
 
-    class Top(Elaboratable):
-        def __init__(self):
-            self.rst = Signal()
-
-        def elaborate(self, platform):
-            m = Module()
-            m.domains.sync = cd = ClockDomain("sync")
-            m.d.comb += cd.rst.eq(self.rst)
-            m.submodules.dut = dut
-            return m
-
-    top = Top()
-    result = {}
+    top = ResetTop(dut)
 
     async def bench(ctx):
         ctx.set(dut.i_stream.payload, 0x3FF)
@@ -285,13 +216,9 @@ def test_width_adapter_reset_mid_stream():
         await ctx.tick()
         ctx.set(top.rst, 0)
         assert not ctx.get(dut.o_stream.valid) and ctx.get(dut.i_stream.ready)
-        result["r"] = await drive(ctx, dut.i_stream, dut.o_stream, [0x2A5], 4, [], [])
+        return await drive_stream(ctx, dut.i_stream, dut.o_stream, [0x2A5], 4, [], [])
 
-    sim = Simulator(top)
-    sim.add_clock(1e-8)
-    sim.add_testbench(bench)
-    sim.run()
-    accepts, emits, payloads = result["r"]
+    accepts, emits, payloads = run_bench(top, bench)
     assert (accepts, emits) == ([0], [1, 2, 3, 4])
     assert payloads == split_vector(0x2A5, 10, 3)
 
@@ -361,7 +288,7 @@ def run_argmax(n, width, is_signed, with_scores, stage_levels, n_beats, kinds, s
         assert flat & ((1 << iw) - 1) == int(np.argmax(row))  # numpy: first occurrence of the max
         if with_scores:
             assert flat >> iw == beat
-            assert scores_of(flat >> iw, n, width, is_signed) == row
+            assert fields_of(flat >> iw, n, width, is_signed) == row
         else:
             assert flat >> iw == 0
     ref = argmax_cycle_reference(dict(n=n, stage_levels=stage_levels), in_pat, out_pat, n_beats)
@@ -412,10 +339,6 @@ def test_argmax_cycle_reference_known_values():
 # Engine chains (the adapters between real engines)
 
 
-def pm1(bits) -> np.ndarray:
-    return np.where(np.asarray(bits, dtype=bool), 1, -1).astype(np.int64)
-
-
 @pytest.mark.parametrize("kinds", [("none", "none"), ("random", "random"), ("bursty", "bursty")])
 def test_tiny_network_chain(kinds):
     """Integer vectors (K0*bits bits per beat) -> WidthAdapter -> IntDense (hidden, N1 bits) ->
@@ -446,7 +369,7 @@ def test_tiny_network_chain(kinds):
     scores = h @ pm1(w2).T  # dot products 2p - K
     iw = am.index_width
     for v, flat in enumerate(payloads):
-        p = scores_of(flat >> iw, n2, l2.out_lane_width, False)
+        p = fields_of(flat >> iw, n2, l2.out_lane_width, False)
         assert [2 * q - n1 for q in p] == scores[v].tolist()
         assert flat & ((1 << iw) - 1) == int(np.argmax(scores[v]))
 
@@ -480,34 +403,10 @@ def _verilog() -> str:
 
 
 def test_verilog_is_deterministic():
-    first = _verilog()
-    assert first == _verilog()
-    code = textwrap.dedent(
-        f"""
-        import sys, warnings
-        warnings.simplefilter("ignore")
-        sys.path.insert(0, {str(pathlib.Path(__file__).parent)!r})
-        from test_hdl_streams import _verilog
-        sys.stdout.write(_verilog())
-        """
-    )
-    env = dict(os.environ, PYTHONHASHSEED="777")
-    other = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env, check=True)
-    assert other.stdout == first
+    first = assert_verilog_deterministic(_verilog, hash_seed="777")
     for name in ("split", "gather", "argmax"):
         assert f"module {name}" in first
 
 
 def test_hdl_imports_neither_sim_nor_codegen():
-    source = pathlib.Path(__import__("bnnfab.hdl.streams", fromlist=["_"]).__file__).read_text()
-    for node in ast.walk(ast.parse(source)):
-        names = []
-        if isinstance(node, ast.Import):
-            names = [a.name for a in node.names]
-        elif isinstance(node, ast.ImportFrom):
-            names = [node.module or ""]
-        for name in names:
-            assert not name.startswith(("bnnfab.sim", "bnnfab.codegen")), name
-    code = "import sys, bnnfab.hdl.streams; print(sorted(m for m in sys.modules if m.startswith(('bnnfab.sim', 'bnnfab.codegen'))))"
-    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
-    assert out.stdout.strip() == "[]"
+    assert_hdl_layering("bnnfab.hdl.streams")
