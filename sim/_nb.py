@@ -7,10 +7,11 @@ arithmetic. ``cache=True`` makes a later process load compiled kernels in millis
 
 from __future__ import annotations
 
+from llvmlite import ir
 from numba import njit, types
 from numba.extending import intrinsic
 
-__all__ = ["jit", "pjit", "popcount64"]
+__all__ = ["jit", "pjit", "popcount64", "stack_u64", "wide_vectors"]
 
 
 def jit(fn=None, **overrides):
@@ -41,3 +42,46 @@ def popcount64(typingctx, x):
         return builder.ctpop(val)
 
     return sig, codegen
+
+
+@intrinsic
+def stack_u64(typingctx, n):
+    """Pointer to ``n`` uint64 on the stack (``n`` a compile-time constant), 64-byte aligned.
+
+    Wrap it with ``numba.carray(stack_u64(128), (2, 64))`` for a register tile: unlike an
+    ``np.empty`` tile (a heap buffer LLVM must keep in memory, a store per update) a fixed-size
+    ``alloca`` in the entry block is promoted to vector registers once the loop over it is
+    unrolled. The memory is uninitialised and lives until the function returns.
+    """
+    if not isinstance(n, types.IntegerLiteral) or n.literal_value <= 0:
+        return None
+    size = n.literal_value
+
+    def codegen(context, builder, signature, args):
+        with builder.goto_entry_block():
+            slot = builder.alloca(ir.ArrayType(ir.IntType(64), size))
+            slot.align = 64
+        return builder.bitcast(slot, ir.IntType(64).as_pointer())
+
+    return types.CPointer(types.uint64)(n), codegen
+
+
+@intrinsic
+def wide_vectors(typingctx):
+    """Let LLVM vectorise the calling function with 512-bit registers (a no-op statement).
+
+    LLVM's tuning for several AVX-512 CPUs (Skylake-X to Sapphire Rapids) prefers 256-bit vectors,
+    which halves the XNOR-popcount rate; clang's ``-mprefer-vector-width=512`` sets these two
+    function attributes. Call it in every njit function whose loops should use zmm registers,
+    including a ``prange`` body (it becomes its own function). Harmless on CPUs without AVX-512.
+    """
+
+    def codegen(context, builder, signature, args):
+        attrs = builder.function.attributes
+        # llvmlite accepts only enum attributes through .add(); these are LLVM string attributes
+        # and print verbatim into the function header.
+        set.add(attrs, '"prefer-vector-width"="512"')
+        set.add(attrs, '"min-legal-vector-width"="512"')
+        return context.get_dummy_value()
+
+    return types.none(), codegen
