@@ -39,10 +39,12 @@ def rebuild() -> list[Path]:
     """Rebuild the closed-form bundled models and write their files."""
     from ..datasets import load_dataset
     from ..io import save_model
-    from .builders import ecoc_mlp
+    from .builders import ecoc_cnn, ecoc_mlp
 
     train = load_dataset("digits", "train")
-    model = ecoc_mlp(train.x, train.y, train.n_classes)
-    out = _HERE / f"{model.name}.bnn"
-    save_model(model, out)
-    return [out]
+    written = []
+    for model in (ecoc_mlp(train.x, train.y, train.n_classes), ecoc_cnn(train.x, train.y, train.n_classes)):
+        out = _HERE / f"{model.name}.bnn"
+        save_model(model, out)
+        written.append(out)
+    return written
