@@ -43,6 +43,12 @@ def test_default_model_with_unrolled_mst_layer(rtl_simulator, rtl_build_root, tm
     assert report.passed, report.summary()
 
 
+def test_zoo_conv_net(rtl_simulator, rtl_build_root, tmp_path, digits):
+    design = _design(tmp_path, zoo.load("digits-ecoc-cnn"), GenConfig(target_cycles=256))
+    report = verify_design(design, digits[:5], simulator=rtl_simulator.name, seed=7, build_dir=rtl_build_root)
+    assert report.passed, report.summary()
+
+
 @pytest.mark.parametrize("seed", [0, 1])
 def test_random_mlp_mixed_engines(icarus, rtl_build_root, tmp_path, seed):
     rng = np.random.default_rng(100 + seed)
