@@ -63,6 +63,16 @@ def _layer_index(text: str) -> int:
     return value
 
 
+def _whole(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"must be a whole number >= 0, not {text!r}") from None
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"must be a whole number >= 0, not {text!r}")
+    return value
+
+
 def _positive(text: str) -> int:
     try:
         value = int(text)
@@ -277,7 +287,9 @@ def _gen_config(args):
             if idx in layers:
                 raise CliError(f"layer {idx} is given twice in --fold/--unroll")
             layers[idx] = LayerChoice(engine=Engine.UNROLLED)
-        return GenConfig(layers=layers, target_cycles=args.target_cycles, mst_depth=args.mst_depth, mst=not args.no_mst)
+        return GenConfig(
+            layers=layers, target_cycles=args.target_cycles, mst_depth=args.mst_depth, mst=not args.no_mst, fifo_depth=args.fifo_depth
+        )
     except ConfigError as exc:
         raise CliError(str(exc)) from None
 
@@ -412,6 +424,7 @@ def _add_gen_options(p: argparse.ArgumentParser, mst_help: str) -> None:
     g.add_argument("--target-cycles", type=_positive, default=None, metavar="N", help="fold the other layers to at most N cycles per image each")
     g.add_argument("--mst-depth", type=_depth, default=4, metavar="D", help=mst_help)
     g.add_argument("--no-mst", action="store_true", help="unrolled layers without MST channel reuse")
+    g.add_argument("--fifo-depth", type=_whole, default=0, metavar="D", help="a stream FIFO of D beats after every engine but the last (default 0: none)")
 
 
 def build_parser() -> argparse.ArgumentParser:

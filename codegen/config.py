@@ -64,6 +64,9 @@ class GenConfig:
         Default MST depth limit of unrolled layers that use MST.
     mst : bool
         Whether unrolled layers use MST reuse by default.
+    fifo_depth : int
+        Depth of a stream FIFO (:class:`bnnfab.hdl.fifo.StreamFifo`) after every engine but the
+        last, decoupling neighbours; 0 for none.
     name : str
         Name of the top-level Verilog module.
     """
@@ -72,6 +75,7 @@ class GenConfig:
     target_cycles: int | None = None
     mst_depth: int | None = 4
     mst: bool = True
+    fifo_depth: int = 0
     name: str = "bnnfab_top"
 
     def __post_init__(self) -> None:
@@ -81,6 +85,8 @@ class GenConfig:
             raise ConfigError(f"target_cycles must be a positive integer, not {self.target_cycles!r}")
         if self.mst_depth is not None and (isinstance(self.mst_depth, bool) or not isinstance(self.mst_depth, int) or self.mst_depth < 0):
             raise ConfigError(f"mst_depth must be a whole number >= 0 or None, not {self.mst_depth!r}")
+        if isinstance(self.fifo_depth, bool) or not isinstance(self.fifo_depth, int) or self.fifo_depth < 0:
+            raise ConfigError(f"fifo_depth must be a whole number >= 0, not {self.fifo_depth!r}")
         if not isinstance(self.name, str) or not self.name.isidentifier():
             raise ConfigError(f"name must be a Verilog identifier, not {self.name!r}")
         for key, choice in self.layers.items():

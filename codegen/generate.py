@@ -165,6 +165,7 @@ def design_manifest(design: Design) -> dict:
             "target_cycles": cfg.target_cycles,
             "mst_depth": cfg.mst_depth,
             "mst": cfg.mst,
+            "fifo_depth": cfg.fifo_depth,
             "layers": {str(k): {f: (v.value if hasattr(v, "value") else v) for f, v in asdict(c).items()} for k, c in sorted(cfg.layers.items())},
         },
         "stream": asdict(design.format),

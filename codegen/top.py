@@ -12,6 +12,7 @@ The top is a linear streaming chain::
 * A hidden engine emits one ``N``-bit vector per beat; a folded engine that takes it in ``SIMD``-bit
   chunks gets a splitting :class:`~bnnfab.hdl.streams.WidthAdapter`; an unrolled one takes it
   whole.
+* With ``fifo_depth`` a :class:`~bnnfab.hdl.fifo.StreamFifo` follows every engine but the last.
 * ``o_stream`` is the argmax's output: ``index`` (the class, ties to the lowest index) and
   ``scores``, the last engine's raw outputs (popcounts ``p`` of a binary layer, whose scores are
   ``2 p - K``; signed accumulators of an integer layer).
@@ -29,6 +30,7 @@ from amaranth.hdl import Module, Value
 from amaranth.lib import stream, wiring
 from amaranth.lib.wiring import In, Out
 
+from ..hdl.fifo import StreamFifo
 from ..hdl.folded import FoldedDense
 from ..hdl.intdense import IntDense
 from ..hdl.streams import Argmax, WidthAdapter
@@ -147,6 +149,8 @@ class AcceleratorTop(wiring.Component):
                 self.chain.append(WidthAdapter(width, want))
             self.chain.append(block)
             width = _width(_out_port(block))
+            if isinstance(stage, LayerPlan) and stage is not plan.layers[-1] and plan.config.fifo_depth:
+                self.chain.append(StreamFifo(width, plan.config.fifo_depth))
         last = self.engines[-1]
         lv = plan.layers[-1].layer
         if isinstance(last, IntDense):
@@ -222,6 +226,8 @@ def cycle_blocks(top: AcceleratorTop) -> list[Block]:
             blocks.append(Block(Kind.UNROLLED, (block.latency,), label=next(names)))
         elif isinstance(block, (FoldedDense, IntDense)):
             blocks.append(Block(Kind.FOLDED, (block.nf, block.sf), label=next(names)))
+        elif isinstance(block, StreamFifo):
+            blocks.append(Block(Kind.FIFO, (block.depth,), label="fifo"))
         elif isinstance(block, Argmax):
             blocks.append(Block(Kind.UNROLLED, (block.latency,), label="argmax"))
         else:  # pragma: no cover

@@ -42,6 +42,7 @@ class Kind(enum.IntEnum):
     SPLIT = 3  # hdl.streams.WidthAdapter splitting a vector into R chunks; params: R
     GATHER = 4  # hdl.streams.WidthAdapter gathering R chunks into a vector; params: R (>= 2)
     WINDOW = 5  # hdl.window.SlidingWindow / MaxPoolOr; params: H, W, kh, kw, sh, sw, top, left, R, Ho, Wo
+    FIFO = 6  # hdl.fifo.StreamFifo; params: depth
 
 
 # state slots of WINDOW
@@ -66,7 +67,7 @@ class Block:
         """Input beats per item (vector) the block consumes."""
         if self.kind is Kind.FOLDED:
             return self.params[1]
-        if self.kind in (Kind.UNROLLED, Kind.SPLIT):
+        if self.kind in (Kind.UNROLLED, Kind.SPLIT, Kind.FIFO):
             return 1
         if self.kind is Kind.GATHER:
             return self.params[0]
@@ -84,7 +85,7 @@ class Block:
     def __post_init__(self) -> None:
         if not isinstance(self.kind, Kind):
             raise ValueError(f"kind must be a cycle-model Kind, not {self.kind!r}")
-        need = {Kind.FOLDED: 2, Kind.UNROLLED: 1, Kind.SPLIT: 1, Kind.GATHER: 1, Kind.WINDOW: 11}[self.kind]
+        need = {Kind.FOLDED: 2, Kind.UNROLLED: 1, Kind.SPLIT: 1, Kind.GATHER: 1, Kind.WINDOW: 11, Kind.FIFO: 1}[self.kind]
         positive = self.params[:6] + self.params[8:] if self.kind is Kind.WINDOW else self.params
         if len(self.params) != need or any(int(p) < 1 for p in positive):
             raise ValueError(f"{self.kind.name} takes {need} positive parameter(s), not {self.params!r}")
@@ -198,6 +199,8 @@ def _run(kinds, params, n_in, n_out, in_valid, out_ready, limit):
                 valid[i] = ((st[i, 0] >> (params[i, 0] - 1)) & 1) != 0
             elif k == 5:
                 valid[i] = st[i, _W_OV] != 0
+            elif k == 6:  # level != 0
+                valid[i] = st[i, 0] != 0
             else:  # split: full, gather: ov (slot 0); chunk counter j in slot 1
                 valid[i] = st[i, 0] != 0
         # ready, sink to source
@@ -209,6 +212,8 @@ def _run(kinds, params, n_in, n_out, in_valid, out_ready, limit):
                 ready_in[i] = not valid[i] or ready_in[i + 1]
             elif k == 3:  # not full or (o.ready and j == R - 1)
                 ready_in[i] = not valid[i] or (ready_in[i + 1] and st[i, 1] == params[i, 0] - 1)
+            elif k == 6:  # level != depth
+                ready_in[i] = st[i, 0] != params[i, 0]
             elif k == 5:  # not needed(wy) or d < R
                 ready_in[i] = not _win_needed(params, i, st[i, _W_WY]) or st[i, _W_D] < params[i, 8]
             else:  # not ov or o.ready
@@ -276,6 +281,8 @@ def _run(kinds, params, n_in, n_out, in_valid, out_ready, limit):
                     st[i, 0] = ((st[i, 0] << 1) | (1 if xin[i] else 0)) & mask
             elif k == 5:
                 _win_step(params, i, st, xin[i], ready_in[i + 1])
+            elif k == 6:
+                st[i, 0] += (1 if xin[i] else 0) - (1 if xout[i] else 0)
             elif k == 3:
                 if xin[i]:
                     st[i, 0] = 1

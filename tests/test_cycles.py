@@ -11,6 +11,7 @@ from bnnfab.sim.cycles import Block, Kind, simulate_cycles
 from test_hdl_folded import folded_cycle_reference
 from test_hdl_unrolled import unrolled_cycle_reference
 from test_hdl_streams import argmax_cycle_reference, width_adapter_cycle_reference
+from test_hdl_fifo import fifo_cycle_reference
 from test_hdl_window import window_cycle_reference
 
 
@@ -124,5 +125,19 @@ def test_window_block_matches_reference(data):
     want_acc, want_emit = window_cycle_reference(params, iv, orr, images)
     block = Block(Kind.WINDOW, (h, w, kh, kw, sh, sw, pads[0], pads[1], rows, ho, wo))
     got = simulate_cycles([block], images, iv, orr)
+    assert got.accept.tolist() == want_acc
+    assert got.emit.tolist() == want_emit
+
+
+@settings(max_examples=100, deadline=None)
+@given(st.data())
+def test_fifo_block_matches_reference(data):
+    depth = data.draw(st.integers(1, 6))
+    beats = data.draw(st.integers(0, 30))
+    horizon = 4 * beats + 20
+    iv = _patterns(data.draw, horizon)
+    orr = _patterns(data.draw, horizon)
+    want_acc, want_emit = fifo_cycle_reference(depth, iv, orr, beats)
+    got = simulate_cycles([Block(Kind.FIFO, (depth,))], beats, iv, orr)
     assert got.accept.tolist() == want_acc
     assert got.emit.tolist() == want_emit

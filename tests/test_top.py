@@ -91,10 +91,11 @@ def _images(rng, model, n):
     return rng.integers(lo, hi + 1, size=(n,) + model.input.shape)
 
 
-def test_default_model_all_folded():
+@pytest.mark.parametrize("fifo_depth", [0, 2])
+def test_default_model_all_folded(fifo_depth):
     model = zoo.load()
     ds = load_dataset("digits", "test")
-    _check(model, GenConfig(target_cycles=64), ds.x[:3])
+    _check(model, GenConfig(target_cycles=64, fifo_depth=fifo_depth), ds.x[:3], p_ready=0.3)
 
 
 @pytest.mark.parametrize("depth", [0, 1, 3, None])
@@ -184,4 +185,4 @@ def test_random_conv_nets(seed):
     if seed in (0, 3):
         choices[conv2] = LayerChoice(engine=Engine.UNROLLED, mst_depth=2)
     images = _images(rng, model, 3)
-    _check(model, GenConfig(layers=choices, target_cycles=int(rng.choice([32, 128]))), images, seed=seed)
+    _check(model, GenConfig(layers=choices, target_cycles=int(rng.choice([32, 128])), fifo_depth=seed % 3), images, seed=seed)
