@@ -29,16 +29,27 @@ class CliError(Exception):
 # -- argument types ------------------------------------------------------------------------------
 
 
-def _depth(text: str) -> int | None:
-    if text.lower() in ("none", "inf", "unlimited"):
-        return None
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"depth must be a whole number >= 0 or 'none', not {text!r}") from None
-    if value < 0:
-        raise argparse.ArgumentTypeError(f"depth must be a whole number >= 0 or 'none', not {text!r}")
-    return value
+def _int_type(minimum: int, rule: str, none_words: tuple[str, ...] = ()):
+    """An argparse type: a whole number >= ``minimum`` (or None for one of ``none_words``)."""
+
+    def parse(text: str):
+        if text.lower() in none_words:
+            return None
+        try:
+            value = int(text)
+        except ValueError:
+            value = None
+        if value is None or value < minimum:
+            raise argparse.ArgumentTypeError(f"{rule}, not {text!r}")
+        return value
+
+    return parse
+
+
+_depth = _int_type(0, "depth must be a whole number >= 0 or 'none'", ("none", "inf", "unlimited"))
+_layer_index = _int_type(0, "layer must be a layer index >= 0 (see 'bnnfab info')")
+_whole = _int_type(0, "must be a whole number >= 0")
+_positive = _int_type(1, "must be a positive whole number")
 
 
 def _fold(text: str) -> tuple[int, int, int]:
@@ -51,36 +62,6 @@ def _fold(text: str) -> tuple[int, int, int]:
     if values[0] < 0 or values[1] < 1 or values[2] < 1:
         raise argparse.ArgumentTypeError(f"fold needs LAYER >= 0 and PE, SIMD >= 1, not {text!r}")
     return values
-
-
-def _layer_index(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"layer must be a layer index (see 'bnnfab info'), not {text!r}") from None
-    if value < 0:
-        raise argparse.ArgumentTypeError(f"layer must be a layer index >= 0, not {text!r}")
-    return value
-
-
-def _whole(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"must be a whole number >= 0, not {text!r}") from None
-    if value < 0:
-        raise argparse.ArgumentTypeError(f"must be a whole number >= 0, not {text!r}")
-    return value
-
-
-def _positive(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"must be a positive whole number, not {text!r}") from None
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"must be a positive whole number, not {text!r}")
-    return value
 
 
 # -- helpers -------------------------------------------------------------------------------------

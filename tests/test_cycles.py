@@ -26,6 +26,16 @@ def _patterns(draw, n):
     return np.repeat(rng.random(n // 8 + 1) < 0.5, 8)[:n]
 
 
+def _compare(data, block, items, horizon, reference):
+    """Draw valid/ready patterns; the cycle model of ``block`` must give ``reference(iv, orr)``."""
+    iv = _patterns(data.draw, horizon)
+    orr = _patterns(data.draw, horizon)
+    want_acc, want_emit = reference(iv, orr)
+    got = simulate_cycles([block], items, iv, orr)
+    assert got.accept.tolist() == want_acc
+    assert got.emit.tolist() == want_emit
+
+
 @settings(max_examples=200, deadline=None)
 @given(st.data())
 def test_folded_block_matches_reference(data):
@@ -36,12 +46,7 @@ def test_folded_block_matches_reference(data):
     vectors = data.draw(st.integers(0, 6))
     nf, sf = -(-n // pe), -(-k // simd)
     horizon = 3 * vectors * (nf * sf + sf + 4) + 20
-    iv = _patterns(data.draw, horizon)
-    orr = _patterns(data.draw, horizon)
-    want_acc, want_emit = folded_cycle_reference({"n": n, "k": k, "pe": pe, "simd": simd}, iv, orr, vectors)
-    got = simulate_cycles([Block(Kind.FOLDED, (nf, sf))], vectors, iv, orr)
-    assert got.accept.tolist() == want_acc
-    assert got.emit.tolist() == want_emit
+    _compare(data, Block(Kind.FOLDED, (nf, sf)), vectors, horizon, lambda iv, orr: folded_cycle_reference({"n": n, "k": k, "pe": pe, "simd": simd}, iv, orr, vectors))
 
 
 @settings(max_examples=200, deadline=None)
@@ -50,12 +55,7 @@ def test_unrolled_block_matches_reference(data):
     latency = data.draw(st.integers(1, 40))
     beats = data.draw(st.integers(0, 30))
     horizon = 4 * (beats + latency) + 10
-    iv = _patterns(data.draw, horizon)
-    orr = _patterns(data.draw, horizon)
-    want_acc, want_emit = unrolled_cycle_reference(latency, iv, orr, beats)
-    got = simulate_cycles([Block(Kind.UNROLLED, (latency,))], beats, iv, orr)
-    assert got.accept.tolist() == want_acc
-    assert got.emit.tolist() == want_emit
+    _compare(data, Block(Kind.UNROLLED, (latency,)), beats, horizon, lambda iv, orr: unrolled_cycle_reference(latency, iv, orr, beats))
 
 
 @settings(max_examples=200, deadline=None)
@@ -68,13 +68,8 @@ def test_width_adapter_block_matches_reference(data):
     splits = wi >= wo
     n_in = items if splits else items * r
     horizon = 4 * (n_in + items * r) + 10
-    iv = _patterns(data.draw, horizon)
-    orr = _patterns(data.draw, horizon)
-    want_acc, want_emit = width_adapter_cycle_reference({"in_width": wi, "out_width": wo}, iv, orr, n_in)
     block = Block(Kind.SPLIT, (r,)) if splits else Block(Kind.GATHER, (r,))
-    got = simulate_cycles([block], items, iv, orr)
-    assert got.accept.tolist() == want_acc
-    assert got.emit.tolist() == want_emit
+    _compare(data, block, items, horizon, lambda iv, orr: width_adapter_cycle_reference({"in_width": wi, "out_width": wo}, iv, orr, n_in))
 
 
 @settings(max_examples=100, deadline=None)
@@ -85,12 +80,7 @@ def test_argmax_block_matches_reference(data):
     beats = data.draw(st.integers(0, 20))
     lat = max(1, -(-(n - 1).bit_length() // levels))
     horizon = 4 * (beats + lat) + 10
-    iv = _patterns(data.draw, horizon)
-    orr = _patterns(data.draw, horizon)
-    want_acc, want_emit = argmax_cycle_reference({"n": n, "stage_levels": levels}, iv, orr, beats)
-    got = simulate_cycles([Block(Kind.UNROLLED, (lat,))], beats, iv, orr)
-    assert got.accept.tolist() == want_acc
-    assert got.emit.tolist() == want_emit
+    _compare(data, Block(Kind.UNROLLED, (lat,)), beats, horizon, lambda iv, orr: argmax_cycle_reference({"n": n, "stage_levels": levels}, iv, orr, beats))
 
 
 def test_block_parameters_are_checked():
@@ -120,13 +110,8 @@ def test_window_block_matches_reference(data):
     images = data.draw(st.integers(0, 3))
     params = {"height": h, "width": w, "kernel": (kh, kw), "stride": (sh, sw), "pads": pads, "buffer_rows": rows}
     horizon = 6 * images * (h * w + ho * ((wo - 1) * sw + kw) + 8) + 20
-    iv = _patterns(data.draw, horizon)
-    orr = _patterns(data.draw, horizon)
-    want_acc, want_emit = window_cycle_reference(params, iv, orr, images)
     block = Block(Kind.WINDOW, (h, w, kh, kw, sh, sw, pads[0], pads[1], rows, ho, wo))
-    got = simulate_cycles([block], images, iv, orr)
-    assert got.accept.tolist() == want_acc
-    assert got.emit.tolist() == want_emit
+    _compare(data, block, images, horizon, lambda iv, orr: window_cycle_reference(params, iv, orr, images))
 
 
 @settings(max_examples=100, deadline=None)
@@ -135,9 +120,4 @@ def test_fifo_block_matches_reference(data):
     depth = data.draw(st.integers(1, 6))
     beats = data.draw(st.integers(0, 30))
     horizon = 4 * beats + 20
-    iv = _patterns(data.draw, horizon)
-    orr = _patterns(data.draw, horizon)
-    want_acc, want_emit = fifo_cycle_reference(depth, iv, orr, beats)
-    got = simulate_cycles([Block(Kind.FIFO, (depth,))], beats, iv, orr)
-    assert got.accept.tolist() == want_acc
-    assert got.emit.tolist() == want_emit
+    _compare(data, Block(Kind.FIFO, (depth,)), beats, horizon, lambda iv, orr: fifo_cycle_reference(depth, iv, orr, beats))
