@@ -337,6 +337,19 @@ def cmd_verify(args) -> int:
     return 0 if report.passed else 1
 
 
+def cmd_train(args) -> int:
+    from .models.train.cli import run
+    from .models.train.errors import TrainError
+    from .sim.functional import simulate
+
+    try:
+        return run(args, check=lambda model, x: simulate(model, x).classes)
+    except TrainError as exc:
+        raise CliError(str(exc)) from None
+    except ImportError as exc:
+        raise CliError(f"training needs PyTorch: pip install -e '.[train]' ({exc})") from None
+
+
 def cmd_demo(args) -> int:
     import tempfile
 
@@ -461,6 +474,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--seed", type=int, default=1, help="seed of the stall patterns")
     _add_gen_options(p, mst_help="MST depth limit of unrolled layers when generating (default 4)")
     p.set_defaults(func=cmd_verify)
+
+    from .models.train.cli import add_arguments as add_train_arguments  # torch-free
+
+    p = sub.add_parser("train", help="train a BNN with PyTorch (extra [train]) and export it to a .bnn model")
+    add_train_arguments(p)
+    p.set_defaults(func=cmd_train)
 
     p = sub.add_parser("info", help="describe a model: input, layers, shapes, metadata")
     p.add_argument("model", help="a .bnn model file or the name of a bundled model")

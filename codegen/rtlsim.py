@@ -342,7 +342,11 @@ def get_simulator(name: str) -> SimulatorTool:
             raise ToolNotFoundError(
                 f"Icarus Verilog (`iverilog` and `vvp`) not found on PATH; "
                 f"{_INSTALL_HINT['icarus']}")
-        return SimulatorTool("icarus", iverilog, _icarus_version(iverilog))
+        # cocotb's runner compiles with -g2012, under which Icarus applies `reg x = 0` initialisers
+        # before time 0 without an event, so an `always @*` block yosys emits that reads only
+        # registers unchanged after reset never runs and its outputs stay X; a later -g2005
+        # restores the event (seen on the board link's state machine).
+        return SimulatorTool("icarus", iverilog, _icarus_version(iverilog), build_args=("-g2005",))
     tool, reason = _probe_verilator()
     if tool is None:
         raise ToolNotFoundError(f"No usable Verilator: {reason}; {_INSTALL_HINT['verilator']}")
