@@ -122,7 +122,7 @@ def _gather_inputs(args, model):
     if args.labels is not None:
         raise CliError("--labels goes with --inputs")
     try:
-        ds = load_dataset(args.dataset, args.split)
+        ds = load_dataset(args.dataset, args.split, root=getattr(args, "data_dir", None))
     except DatasetError as exc:
         raise CliError(str(exc)) from None
     return ds.x, ds.y, f"{ds.name} ({ds.split} split, {len(ds)} images)"
@@ -442,6 +442,7 @@ def build_parser() -> argparse.ArgumentParser:
     src.add_argument("--dataset", default="digits", metavar="NAME", help="bundled dataset (default: digits)")
     src.add_argument("--inputs", metavar="X.npy", help="inputs: (batch, *input shape) integers (or reals, for a binary input)")
     p.add_argument("--split", default="test", choices=["train", "test", "all"], help="dataset split (default: test)")
+    p.add_argument("--data-dir", metavar="DIR", help="folder of the dataset's files (mnist, fashion-mnist, cifar10; default $BNNFAB_DATA/NAME)")
     p.add_argument("--labels", metavar="Y.npy", help="labels for --inputs, to report accuracy")
     p.add_argument("--output", metavar="Y.npy", help="write the final outputs, one row per input (float logits with an epilogue, else integer scores)")
     p.add_argument("--batch-size", type=_positive, default=8192, metavar="B", help="images per chunk (default 8192)")
@@ -469,6 +470,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--simulator", choices=["icarus", "verilator"], default="icarus", help="RTL simulator (default icarus)")
     p.add_argument("--dataset", default="digits", metavar="NAME", help="images from this bundled dataset (default digits)")
     p.add_argument("--split", default="test", choices=["train", "test", "all"], help="dataset split (default test)")
+    p.add_argument("--data-dir", metavar="DIR", help="folder of the dataset's files (default $BNNFAB_DATA/NAME)")
     p.add_argument("--images", type=_positive, default=20, metavar="N", help="number of images (default 20)")
     p.add_argument("--stalls", choices=["random", "bursty", "none"], default="random", help="valid/ready stall patterns (default random)")
     p.add_argument("--seed", type=int, default=1, help="seed of the stall patterns")
