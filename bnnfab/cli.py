@@ -140,6 +140,8 @@ def cmd_info(args) -> int:
     print(f"model    {model.name or '(unnamed)'}")
     print(f"input    {'x'.join(map(str, spec.shape))}, {kind}")
     print(f"classes  {model.n_classes}" + ("" if model.epilogue is None else " (with a float epilogue)"))
+    if model.prologue is not None:
+        print(f"prologue {model.prologue.describe()}")
     for key, value in sorted(model.metadata.items()):
         print(f"{key:8s} {value}")
     print()
@@ -350,6 +352,27 @@ def cmd_train(args) -> int:
         raise CliError(f"training needs PyTorch: pip install -e '.[train]' ({exc})") from None
 
 
+def cmd_import(args) -> int:
+    from .models.io import save_model
+
+    try:
+        from .models.qonnx import QonnxImportError, import_qonnx
+    except ImportError as exc:  # pragma: no cover - onnx is a dependency of the [onnx] extra
+        raise CliError(f"importing QONNX needs onnx: pip install -e '.[onnx]' ({exc})") from None
+    try:
+        model = import_qonnx(args.onnx, name=args.name, strict_argmax=not args.allow_reordering)
+    except QonnxImportError as exc:
+        raise CliError(str(exc)) from None
+    try:
+        save_model(model, args.output)
+    except OSError as exc:
+        raise CliError(f"cannot write {args.output}: {exc}") from None
+    print(f"imported {args.onnx} -> {args.output}: {len(model.layers)} layers, {model.n_classes} classes")
+    if model.prologue is not None:
+        print(f"prologue {model.prologue.describe()}")
+    return 0
+
+
 def cmd_demo(args) -> int:
     import tempfile
 
@@ -440,7 +463,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("model", help="a .bnn model file or the name of a bundled model")
     src = p.add_mutually_exclusive_group()
     src.add_argument("--dataset", default="digits", metavar="NAME", help="bundled dataset (default: digits)")
-    src.add_argument("--inputs", metavar="X.npy", help="inputs: (batch, *input shape) integers (or reals, for a binary input)")
+    src.add_argument(
+        "--inputs",
+        metavar="X.npy",
+        help="inputs: (batch, *input shape) integers (reals for a binary input); for an imported model, "
+        "the source graph's own layout and dtype (e.g. NCHW float32)",
+    )
     p.add_argument("--split", default="test", choices=["train", "test", "all"], help="dataset split (default: test)")
     p.add_argument("--data-dir", metavar="DIR", help="folder of the dataset's files (mnist, fashion-mnist, cifar10; default $BNNFAB_DATA/NAME)")
     p.add_argument("--labels", metavar="Y.npy", help="labels for --inputs, to report accuracy")
@@ -482,6 +510,17 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("train", help="train a BNN with PyTorch (extra [train]) and export it to a .bnn model")
     add_train_arguments(p)
     p.set_defaults(func=cmd_train)
+
+    p = sub.add_parser("import", help="import a QONNX graph (Brevitas export_qonnx, raw or cleaned) into a .bnn model, exactly")
+    p.add_argument("onnx", metavar="MODEL.onnx", help="the QONNX file")
+    p.add_argument("-o", "--output", required=True, metavar="OUT.bnn", help="the model file to write")
+    p.add_argument("--name", help="model name (default: the file's stem)")
+    p.add_argument(
+        "--allow-reordering",
+        action="store_true",
+        help="accept a per-class output affine that can change the argmax (classes = argmax of the integer scores)",
+    )
+    p.set_defaults(func=cmd_import)
 
     p = sub.add_parser("info", help="describe a model: input, layers, shapes, metadata")
     p.add_argument("model", help="a .bnn model file or the name of a bundled model")

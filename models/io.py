@@ -26,13 +26,21 @@ member must be one the manifest names.
         {"kind": "dense", "name": "fc", "in_features": 3136, "out_features": 10, "out_shape": [10],
          "weights": {...}, "thresholds": null}
       ],
-      "epilogue": null       # or {"classes": 10, "scale": {array ref}, "bias": {array ref}}
+      "epilogue": null,      # or {"classes": 10, "scale": {array ref}, "bias": {array ref}}
+      "prologue": null       # or the input quantizer of an imported graph:
+                             # {"source_shape": [1, 28, 28], "dtype": "float32",
+                             #  "ops": [["mul", 2.0], ["sub", 1.0]], "bits": 8, "scale": 0.0078125,
+                             #  "zero_point": 0.0, "signed": true, "narrow": false, "rounding": "half_even"}
     }
 
-Every key shown is required and no other key is allowed (``bits`` belongs to weights refs only). ``kind`` is the IR layer's ``kind``;
+Every key shown is required and no other key is allowed (``bits`` belongs to weights refs only),
+with one exception: ``prologue`` may be absent, meaning ``null`` (files written before it existed).
+``kind`` is the IR layer's ``kind``;
 ``padding`` and ``order`` are the values of :class:`~bnnfab.models.ir.Padding` and
 :class:`~bnnfab.models.ir.FlattenOrder`; ``pads`` is ``(top, left, bottom, right)``;
 ``out_shape`` is the layer's output shape (informative, and checked against the IR on load).
+The prologue holds the fields of :class:`~bnnfab.models.ir.InputPrologue`; its numbers are JSON
+numbers written with Python's shortest exact ``repr``, so float32 constants survive bit for bit.
 
 Arrays. Each array ref names its member ``file`` (always ``<array name>.bin``, e.g. array
 ``layers/0/weights`` lives in ``layers/0/weights.bin``), its ``dtype`` and ``shape``. A member
@@ -69,11 +77,14 @@ import numpy as np
 
 from .bits import WORD_BITS, n_words, pack_bits, unpack_bits
 from .ir import (
+    PROLOGUE_OPS,
+    ROUNDING_MODES,
     Conv2d,
     Dense,
     Epilogue,
     Flatten,
     FlattenOrder,
+    InputPrologue,
     InputSpec,
     MaxPool2d,
     Model,
@@ -244,8 +255,23 @@ def _encode(model: Model) -> tuple[dict[str, Any], list[tuple[str, bytes]]]:
         "input": {"shape": list(model.input.shape), "bits": model.input.bits, "signed": model.input.signed},
         "layers": layers,
         "epilogue": epilogue,
+        "prologue": None if model.prologue is None else _encode_prologue(model.prologue),
     }
     return manifest, arrays
+
+
+def _encode_prologue(p: InputPrologue) -> dict[str, Any]:
+    return {
+        "source_shape": list(p.source_shape),
+        "dtype": p.dtype,
+        "ops": [[op, float(value)] for op, value in p.ops],
+        "bits": p.bits,
+        "scale": float(p.scale),
+        "zero_point": float(p.zero_point),
+        "signed": p.signed,
+        "narrow": p.narrow,
+        "rounding": p.rounding,
+    }
 
 
 # --------------------------------------------------------------------------------------- loading
@@ -335,6 +361,7 @@ class _Plan:
     input: dict[str, Any]
     layers: list[_LayerPlan]
     epilogue: tuple[_ArraySpec, _ArraySpec] | None
+    prologue: dict[str, Any] | None = None
 
     def arrays(self) -> list[_ArraySpec]:
         specs = [s for layer in self.layers for s in (layer.weights, layer.thresholds) if s is not None]
@@ -456,7 +483,7 @@ class _Parser:
             )
         if version < 1:
             raise self.fail(f"unknown format version {_show(version)}; this bnnfab reads version {FORMAT_VERSION}")
-        self.keys(manifest, "", ("format", "version", "name", "metadata", "input", "layers", "epilogue"))
+        self.keys(manifest, "", ("format", "version", "name", "metadata", "input", "layers", "epilogue"), optional=("prologue",))
         name = self.string(manifest["name"], "name")
         metadata = manifest["metadata"]
         if not isinstance(metadata, dict):
@@ -473,12 +500,14 @@ class _Parser:
         if not isinstance(layers, list):
             raise self.fail(f"manifest layers must be a list, not {_show(layers)}")
         plans = [self.layer(entry, i) for i, entry in enumerate(layers)]
-        return _Plan(name, dict(metadata), input_spec, plans, self.epilogue(manifest["epilogue"]))
+        epilogue = self.epilogue(manifest["epilogue"])
+        return _Plan(name, dict(metadata), input_spec, plans, epilogue, self.prologue(manifest.get("prologue")))
 
     # ---- one value each
 
-    def keys(self, value: Any, where: str, names: tuple[str, ...]) -> dict[str, Any]:
-        """``value`` as an object with exactly the keys ``names``; ``where == ""`` is the top level."""
+    def keys(self, value: Any, where: str, names: tuple[str, ...], optional: tuple[str, ...] = ()) -> dict[str, Any]:
+        """``value`` as an object with exactly the keys ``names`` (plus any of ``optional``);
+        ``where == ""`` is the top level."""
         where = f"manifest {where}" if where else "manifest"
         if not isinstance(value, dict):
             raise self.fail(f"{where} must be an object, not {_show(value)}")
@@ -486,8 +515,8 @@ class _Parser:
             if key not in value:
                 raise self.fail(f"{where} is missing key {key!r}")
         for key in value:
-            if key not in names:
-                raise self.fail(f"{where} has unknown key {_show(key)} (expected: {', '.join(names)})")
+            if key not in names and key not in optional:
+                raise self.fail(f"{where} has unknown key {_show(key)} (expected: {', '.join(names + optional)})")
         return value
 
     def string(self, value: Any, where: str) -> str:
@@ -518,6 +547,18 @@ class _Parser:
         if math.prod(shape) > MAX_ELEMENTS:
             raise self.fail(f"manifest {where} {list(shape)} has more than {MAX_ELEMENTS} elements")
         return shape
+
+    def real(self, value: Any, where: str) -> float:
+        """A finite JSON number (an integer is taken as the real number it denotes)."""
+        if isinstance(value, bool) or not isinstance(value, (int, float)):
+            raise self.fail(f"manifest {where} must be a number, not {_show(value)}")
+        try:
+            out = float(value)
+        except OverflowError:
+            raise self.fail(f"manifest {where} must be a finite number, not {_show(value)}") from None
+        if not math.isfinite(out):  # pragma: no cover - the JSON parser refuses NaN and Infinity
+            raise self.fail(f"manifest {where} must be a finite number, not {_show(value)}")
+        return out
 
     def choice(self, value: Any, where: str, choices: list[str]) -> str:
         if not isinstance(value, str) or value not in choices:
@@ -587,6 +628,37 @@ class _Parser:
             self.array(value["scale"], "epilogue.scale", "epilogue/scale", "float64", (classes,)),
             self.array(value["bias"], "epilogue.bias", "epilogue/bias", "float64", (classes,)),
         )
+
+    def prologue(self, value: Any) -> dict[str, Any] | None:
+        """The prologue's fields, each checked for type; the IR checks their rules."""
+        if value is None:
+            return None
+        names = ("source_shape", "dtype", "ops", "bits", "scale", "zero_point", "signed", "narrow", "rounding")
+        self.keys(value, "prologue", names)
+        shape = value["source_shape"]
+        if not isinstance(shape, list) or not 1 <= len(shape) <= 8:
+            raise self.fail(f"manifest prologue.source_shape must be a list of 1 to 8 integers, not {_show(shape)}")
+        source_shape = tuple(self.integer(v, f"prologue.source_shape[{j}]", 1, MAX_ELEMENTS) for j, v in enumerate(shape))
+        ops = value["ops"]
+        if not isinstance(ops, list) or len(ops) > 64:
+            raise self.fail(f"manifest prologue.ops must be a list of at most 64 [op, number] pairs, not {_show(ops)}")
+        steps = []
+        for j, step in enumerate(ops):
+            if not isinstance(step, list) or len(step) != 2:
+                raise self.fail(f"manifest prologue.ops[{j}] must be an [op, number] pair, not {_show(step)}")
+            op = self.choice(step[0], f"prologue.ops[{j}][0]", list(PROLOGUE_OPS))
+            steps.append((op, self.real(step[1], f"prologue.ops[{j}][1]")))
+        return {
+            "source_shape": source_shape,
+            "dtype": self.choice(value["dtype"], "prologue.dtype", ["float32", "float64"]),
+            "ops": tuple(steps),
+            "bits": self.integer(value["bits"], "prologue.bits", 1, 32),
+            "scale": self.real(value["scale"], "prologue.scale"),
+            "zero_point": self.real(value["zero_point"], "prologue.zero_point"),
+            "signed": self.boolean(value["signed"], "prologue.signed"),
+            "narrow": self.boolean(value["narrow"], "prologue.narrow"),
+            "rounding": self.choice(value["rounding"], "prologue.rounding", list(ROUNDING_MODES)),
+        }
 
     def array(
         self, ref: Any, where: str, name: str, dtype: str, shape: tuple[int, ...], bits: int | None = None
@@ -663,7 +735,8 @@ def _build(plan: _Plan, arrays: dict[str, np.ndarray], source: str) -> Model:
         if plan.epilogue is not None:
             scale, bias = plan.epilogue
             epilogue = Epilogue(arrays[scale.name], arrays[bias.name])
-        model = Model(InputSpec(**plan.input), tuple(layers), epilogue, plan.name, plan.metadata)
+        prologue = None if plan.prologue is None else InputPrologue(**plan.prologue)
+        model = Model(InputSpec(**plan.input), tuple(layers), epilogue, plan.name, plan.metadata, prologue)
     except ModelError as exc:
         raise ir_error(exc) from None
     for i, lp in enumerate(plan.layers):

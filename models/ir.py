@@ -15,6 +15,9 @@ Contracts (``shared/design.md`` §2):
   :meth:`Dense.popcount_thresholds`); storing ``t = ceil(tau)`` rather than ``T`` keeps
   zero-padded convolutions exact, where the number of valid taps varies per position and ``T``
   alone would lose the parity of ``ceil(tau)``.
+* An optional :class:`InputPrologue` says how a source graph's own inputs (e.g. NCHW float32
+  pixels) become the model's input (integer codes or bits): the host-side input quantizer of an
+  imported network. The hardware takes the IR input; the prologue runs before it.
 * The last compute layer is a :class:`Dense` layer without thresholds: it emits integer scores
   (its dot products). An optional :class:`Epilogue` maps scores to a framework's float logits.
   Classes are the argmax of the integer scores, ties to the lowest index — what the hardware
@@ -37,6 +40,9 @@ __all__ = [
     "Padding",
     "FlattenOrder",
     "InputSpec",
+    "InputPrologue",
+    "PROLOGUE_OPS",
+    "ROUNDING_MODES",
     "Dense",
     "Conv2d",
     "MaxPool2d",
@@ -203,6 +209,239 @@ class InputSpec:
 
     def __hash__(self) -> int:
         return hash((self.shape, self.bits, self.signed))
+
+
+#: Elementwise steps of an :class:`InputPrologue`: ``x op c`` (``rsub``: ``c - x``).
+PROLOGUE_OPS = ("add", "sub", "mul", "div", "rsub")
+#: Rounding of an integer :class:`InputPrologue` (QONNX ``Quant`` ``rounding_mode``, lower case;
+#: ``half_even`` is QONNX's ``ROUND``).
+ROUNDING_MODES = ("half_even", "half_up", "half_down", "up", "down", "floor", "ceil")
+_PROLOGUE_DTYPES = ("float32", "float64")
+
+
+def _round(y: np.ndarray, mode: str) -> np.ndarray:
+    """QONNX's rounding functions (``qonnx.custom_op.general.intquant``), in y's dtype."""
+    if mode == "half_even":
+        return np.round(y)
+    if mode == "floor":
+        return np.floor(y)
+    if mode == "ceil":
+        return np.ceil(y)
+    if mode == "up":
+        return np.sign(y) * np.ceil(np.abs(y))
+    if mode == "down":
+        return np.fix(y)
+    if mode == "half_up":
+        return np.sign(y) * np.floor(np.abs(y) + y.dtype.type(0.5))
+    return np.sign(y) * np.ceil(np.abs(y) - y.dtype.type(0.5))  # half_down
+
+
+def _real(value: Any, what: str, where: str) -> float:
+    if isinstance(value, (bool, np.bool_)) or not isinstance(value, (int, float, np.integer, np.floating)):
+        raise ModelError(f"{where}: {what} must be a real number, not {value!r}")
+    try:
+        out = float(value)
+    except OverflowError:
+        raise ModelError(f"{where}: {what} must be a finite real number, not {value!r}") from None
+    if not math.isfinite(out):
+        raise ModelError(f"{where}: {what} must be a finite real number, not {value!r}")
+    return out
+
+
+@dataclass(frozen=True, eq=False)
+class InputPrologue:
+    """How the source graph's own inputs become the model's input: its input quantizer.
+
+    An imported network takes, say, NCHW float32 pixels and quantizes them before its first
+    layer; the IR (and the hardware) takes the result, integer codes or bits. :meth:`apply` maps
+    a batch ``x`` of shape ``(B, *source_shape)`` exactly as the source graph does:
+
+    1. cast to ``dtype``, the source graph's arithmetic (``float32`` or ``float64``; the
+       constants below are values of that dtype);
+    2. each step ``(op, c)`` of ``ops`` in order, elementwise in that dtype: ``add`` ``x + c``,
+       ``sub`` ``x - c``, ``mul`` ``x * c``, ``div`` ``x / c``, ``rsub`` ``c - x`` (e.g. the
+       bnn_pynq ``2 x - 1`` is ``(("mul", 2.0), ("sub", 1.0))``);
+    3. quantize. ``bits == 1``: QONNX ``BipolarQuant``, bit = ``x >= 0`` (sign(0) = +1);
+       ``scale``, ``zero_point``, ``signed``, ``narrow`` and ``rounding`` stay at their defaults.
+       ``bits >= 2``: QONNX ``Quant``, in that dtype and order: ``y = x / scale + zero_point``,
+       clipped to the integer range of ``bits``/``signed``/``narrow``, rounded (``rounding``,
+       one of :data:`ROUNDING_MODES`); the code is ``y - zero_point`` (an integer: the zero
+       point must be one) and the source's value is ``code * scale``;
+    4. lay each sample out as the IR input: its values are read in C order as ``(C, H, W)``
+       (NCHW) and transposed for an ``(H, W, C)`` input, or flattened in C order for a ``(K,)``
+       input. ``prod(source_shape)`` must equal the input's size.
+    """
+
+    source_shape: tuple[int, ...]
+    ops: tuple[tuple[str, float], ...] = ()
+    bits: int = 1
+    scale: float = 1.0
+    zero_point: float = 0.0
+    signed: bool = True
+    narrow: bool = False
+    rounding: str = "half_even"
+    dtype: str = "float32"
+
+    def __post_init__(self) -> None:
+        where = "prologue"
+        shape = tuple(self.source_shape) if isinstance(self.source_shape, (tuple, list)) else self.source_shape
+        if not isinstance(shape, tuple) or not shape or any(
+            isinstance(s, bool) or not isinstance(s, (int, np.integer)) or int(s) < 1 for s in shape
+        ):
+            raise ModelError(f"{where}: source_shape must be a non-empty tuple of positive integers, not {self.source_shape!r}")
+        object.__setattr__(self, "source_shape", tuple(int(s) for s in shape))
+        try:
+            steps = tuple(tuple(step) for step in self.ops)
+        except TypeError:
+            raise ModelError(f"{where}: ops must be a sequence of (op, constant) pairs, not {self.ops!r}") from None
+        ops = []
+        for j, step in enumerate(steps):
+            if len(step) != 2 or step[0] not in PROLOGUE_OPS:
+                raise ModelError(
+                    f"{where}: ops[{j}] must be (op, constant) with op one of {', '.join(PROLOGUE_OPS)}, not {step!r}"
+                )
+            ops.append((str(step[0]), _real(step[1], f"ops[{j}] constant", where)))
+        object.__setattr__(self, "ops", tuple(ops))
+        if isinstance(self.bits, bool) or not isinstance(self.bits, (int, np.integer)) or not 1 <= self.bits <= 32:
+            raise ModelError(f"{where}: bits must be an integer from 1 (bipolar) to 32, not {self.bits!r}")
+        object.__setattr__(self, "bits", int(self.bits))
+        for name in ("signed", "narrow"):
+            if not isinstance(getattr(self, name), (bool, np.bool_)):
+                raise ModelError(f"{where}: {name} must be True or False, not {getattr(self, name)!r}")
+            object.__setattr__(self, name, bool(getattr(self, name)))
+        object.__setattr__(self, "scale", _real(self.scale, "scale", where))
+        object.__setattr__(self, "zero_point", _real(self.zero_point, "zero_point", where))
+        if self.rounding not in ROUNDING_MODES:
+            raise ModelError(f"{where}: rounding must be one of {', '.join(ROUNDING_MODES)}, not {self.rounding!r}")
+        if self.dtype not in _PROLOGUE_DTYPES:
+            raise ModelError(f"{where}: dtype must be one of {', '.join(_PROLOGUE_DTYPES)}, not {self.dtype!r}")
+        if self.dtype == "float32":  # the arithmetic runs in float32: its constants are float32s
+            named = [(f"ops[{j}] constant", v) for j, (_, v) in enumerate(self.ops)]
+            for what, value in named + [("scale", self.scale), ("zero_point", self.zero_point)]:
+                with np.errstate(over="ignore"):
+                    exact = float(np.float32(value)) == value
+                if not exact:
+                    raise ModelError(f"{where}: {what} {value!r} is not a float32 value (the prologue's dtype is float32)")
+        if self.bits == 1:
+            defaults = {"scale": 1.0, "zero_point": 0.0, "signed": True, "narrow": False, "rounding": "half_even"}
+            for name, value in defaults.items():
+                if getattr(self, name) != value:
+                    raise ModelError(
+                        f"{where}: a bipolar prologue (bits=1) takes the sign only; {name} must stay {value!r}, "
+                        f"not {getattr(self, name)!r} (fold a scale or offset into ops)"
+                    )
+            return
+        if self.scale == 0:
+            raise ModelError(f"{where}: scale must be non-zero, not {self.scale!r}")
+        if self.zero_point != round(self.zero_point) or abs(self.zero_point) > 2**40:
+            raise ModelError(f"{where}: zero_point must be an integer (codes are integers), not {self.zero_point!r}")
+
+    @property
+    def binary(self) -> bool:
+        return self.bits == 1
+
+    @property
+    def quant_range(self) -> tuple[int, int]:
+        """Inclusive integer range of the quantizer before the zero point is taken off (QONNX
+        ``min_int`` / ``max_int``)."""
+        b = self.bits
+        if self.signed:
+            return (-(2 ** (b - 1)) + (1 if self.narrow else 0), 2 ** (b - 1) - 1)
+        return 0, 2**b - (2 if self.narrow else 1)
+
+    @property
+    def code_range(self) -> tuple[int, int]:
+        """Inclusive range of the codes the model receives (``quant_range - zero_point``)."""
+        lo, hi = self.quant_range
+        zp = int(self.zero_point)
+        return lo - zp, hi - zp
+
+    def fits(self, spec: "InputSpec") -> str | None:
+        """Why this prologue cannot feed ``spec``, or None when it can."""
+        if math.prod(self.source_shape) != math.prod(spec.shape):
+            return (
+                f"source_shape {self.source_shape} holds {math.prod(self.source_shape)} values but the input "
+                f"{spec.shape} takes {math.prod(spec.shape)}"
+            )
+        if self.binary != spec.binary:
+            got = "bits" if self.binary else "integer codes"
+            return f"it yields {got} but the input is {'binary' if spec.binary else 'n-bit integers'}"
+        if not self.binary:
+            lo, hi = self.code_range
+            ilo, ihi = spec.value_range
+            if lo < ilo or hi > ihi:
+                return f"its codes span [{lo}, {hi}], beyond the input's range [{ilo}, {ihi}]"
+        return None
+
+    def apply(self, x: np.ndarray, shape: tuple[int, ...]) -> np.ndarray:
+        """The model input for a batch ``x`` of shape ``(B, *source_shape)``: bool bits
+        (``bits == 1``) or int64 codes, laid out as ``(B, *shape)`` (``shape`` = the IR input).
+
+        ``x`` must already have the right shape and hold real numbers (not NaN): callers check.
+        """
+        dt = np.dtype(self.dtype)
+        y = np.asarray(x).astype(dt)  # always a copy
+        c = dt.type
+        for op, value in self.ops:
+            if op == "add":
+                y = y + c(value)
+            elif op == "sub":
+                y = y - c(value)
+            elif op == "mul":
+                y = y * c(value)
+            elif op == "div":
+                y = y / c(value)
+            else:  # rsub
+                y = c(value) - y
+        if self.binary:
+            out = y >= 0
+        else:
+            lo, hi = self.quant_range
+            y = y / c(self.scale)
+            y = y + c(self.zero_point)
+            y = np.where(y > hi, c(hi), y)
+            y = np.where(y < lo, c(lo), y)
+            y = _round(y, self.rounding) - c(self.zero_point)
+            out = y.astype(np.int64)
+        b = out.shape[0]
+        if len(shape) == 3:
+            h, w, ch = shape
+            return np.ascontiguousarray(out.reshape(b, ch, h, w).transpose(0, 2, 3, 1))
+        return out.reshape((b,) + tuple(shape))
+
+    def describe(self) -> str:
+        """One line for people, e.g. ``(1, 28, 28) float32 -> *2 -1 -> Quant 8-bit signed full
+        range, scale 0.0078125, zero point 0, half_even``."""
+        sym = {"add": "+", "sub": "-", "mul": "*", "div": "/"}
+        steps = " ".join(f"{value:g}-x" if op == "rsub" else f"{sym[op]}{value:g}" for op, value in self.ops)
+        head = f"{self.source_shape} {self.dtype}" + (f" -> {steps}" if steps else "")
+        if self.binary:
+            return f"{head} -> sign (x >= 0)"
+        kind = "signed" if self.signed else "unsigned"
+        span = "narrow" if self.narrow else "full"
+        return (
+            f"{head} -> Quant {self.bits}-bit {kind} {span} range, scale {self.scale:.9g}, "
+            f"zero point {self.zero_point:g}, {self.rounding}"
+        )
+
+    def _key(self) -> tuple:
+        return (
+            self.source_shape,
+            self.ops,
+            self.bits,
+            self.scale,
+            self.zero_point,
+            self.signed,
+            self.narrow,
+            self.rounding,
+            self.dtype,
+        )
+
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, InputPrologue) and self._key() == other._key()
+
+    def __hash__(self) -> int:
+        return hash(self._key())
 
 
 class _LayerBase:
@@ -450,7 +689,8 @@ _LAYER_TYPES = (Dense, Conv2d, MaxPool2d, Flatten)
 
 @dataclass(frozen=True, eq=False)
 class Model:
-    """A deployable BNN: an input spec, layers in order, an optional epilogue.
+    """A deployable BNN: an input spec, layers in order, an optional epilogue, an optional
+    prologue (the source graph's input quantizer, :class:`InputPrologue`).
 
     Construction checks every rule and raises :class:`ModelError` naming the layer, the rule and
     the value. ``shapes[i]`` is the input shape of layer ``i``; ``shapes[-1]`` the scores' shape.
@@ -461,6 +701,7 @@ class Model:
     epilogue: Epilogue | None = None
     name: str = ""
     metadata: Mapping[str, str] = field(default_factory=dict)  # read-only after construction
+    prologue: InputPrologue | None = None
     shapes: tuple[tuple[int, ...], ...] = field(init=False, repr=False)
 
     def __post_init__(self) -> None:
@@ -495,6 +736,12 @@ class Model:
                 raise ModelError(
                     f"epilogue: has {self.epilogue.scale.shape[0]} classes but the last layer emits {shapes[-1][0]} scores"
                 )
+        if self.prologue is not None:
+            if not isinstance(self.prologue, InputPrologue):
+                raise ModelError(f"model: prologue must be an InputPrologue or None, not {type(self.prologue).__name__}")
+            why = self.prologue.fits(self.input)
+            if why is not None:
+                raise ModelError(f"prologue: does not fit the model input: {why}")
         if not isinstance(self.metadata, (dict, types.MappingProxyType)) or not all(
             isinstance(k, str) and isinstance(v, str) for k, v in self.metadata.items()
         ):
@@ -534,6 +781,7 @@ class Model:
             and len(self.layers) == len(other.layers)
             and all(a == b for a, b in zip(self.layers, other.layers))
             and self.epilogue == other.epilogue
+            and self.prologue == other.prologue
             and self.name == other.name
             and dict(self.metadata) == dict(other.metadata)
         )

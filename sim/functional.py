@@ -183,9 +183,30 @@ class Simulator:
     # -- input checking -------------------------------------------------------------------------
     def check_inputs(self, x: np.ndarray) -> np.ndarray:
         """Validate a batch against the input spec; returns it as int64 (integer inputs) or bool
-        bits (binary inputs, ``x >= 0`` -> +1)."""
+        bits (binary inputs, ``x >= 0`` -> +1).
+
+        A model with a prologue (an imported graph's input quantizer) takes its inputs in the
+        source graph's layout and as real numbers, e.g. ``(batch, 1, 28, 28)`` float32 pixels:
+        they are quantized and laid out as the model input first
+        (:meth:`~bnnfab.models.ir.InputPrologue.apply`).
+        """
         spec = self.model.input
         x = np.asarray(x)
+        prologue = self.model.prologue
+        if prologue is not None:
+            src = prologue.source_shape
+            if x.ndim != len(src) + 1 or x.shape[1:] != src:
+                shape = "(batch, " + ", ".join(map(str, src)) + ")"
+                raise InputError(
+                    f"inputs must have shape {shape}, the source graph's own layout, for this model; got {x.shape}"
+                )
+            if x.shape[0] == 0:
+                raise InputError("inputs hold no samples (batch size 0)")
+            if not (np.issubdtype(x.dtype, np.integer) or np.issubdtype(x.dtype, np.floating)):
+                raise InputError(f"inputs must be real numbers (the source graph takes {prologue.dtype}), got dtype {x.dtype}")
+            if np.issubdtype(x.dtype, np.floating) and np.isnan(x).any():
+                raise InputError(f"inputs must not be NaN (sample {int(np.argwhere(np.isnan(x))[0][0])})")
+            x = prologue.apply(x, spec.shape)
         want = spec.shape
         if x.ndim != len(want) + 1 or x.shape[1:] != want:
             shape = "(batch, " + ", ".join(map(str, want)) + ")"

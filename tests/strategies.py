@@ -3,7 +3,8 @@
 ``valid_models()`` draws dense-only MLPs and conv nets (convs with every :class:`Padding`,
 strides, asymmetric pads; binary max-pools; ``hwc``/``chw`` flattens), with binary or n-bit
 (signed or unsigned) inputs, reduction lengths around the 64-bit word boundaries, thresholds over
-the whole int64 range, an optional epilogue, names and metadata with awkward characters.
+the whole int64 range, an optional epilogue, an optional input prologue (the quantizer of an
+imported graph), names and metadata with awkward characters.
 """
 
 from __future__ import annotations
@@ -13,6 +14,7 @@ from hypothesis import strategies as st
 from hypothesis.extra import numpy as hnp
 
 from bnnfab.models import Conv2d, Dense, Epilogue, Flatten, FlattenOrder, InputSpec, MaxPool2d, Model, Padding
+from bnnfab.models.ir import PROLOGUE_OPS, ROUNDING_MODES, InputPrologue
 
 __all__ = ["valid_models", "names", "reduction_lengths"]
 
@@ -52,6 +54,36 @@ def _input(draw: st.DrawFn, shape: tuple[int, ...]) -> InputSpec:
     bits = draw(st.sampled_from([1, 1, 2, 8, 16, 32]))
     signed = False if bits == 1 else draw(st.booleans())
     return InputSpec(shape, bits=bits, signed=signed)
+
+
+@st.composite
+def prologues(draw: st.DrawFn, spec: InputSpec) -> InputPrologue:
+    """An input prologue that fits ``spec``: the source layout NCHW (for a map) or any shape with
+    the same number of values; float constants that must survive a file bit for bit."""
+    size = int(np.prod(spec.shape))
+    if len(spec.shape) == 3 and draw(st.booleans()):
+        h, w, c = spec.shape
+        source = (c, h, w)
+    else:
+        source = draw(st.sampled_from([(size,), (1, size)]))
+    dtype = draw(st.sampled_from(["float32", "float64"]))
+    width = 32 if dtype == "float32" else 64
+    special = [2.0, 1.0, -0.0, 1 / 255, 2.0**-7, 1e-300]
+    if dtype == "float32":  # the prologue's constants are values of its dtype
+        special = [float(np.float32(v)) for v in special]
+    reals = st.one_of(st.floats(allow_nan=False, allow_infinity=False, width=width), st.sampled_from(special))
+    ops = tuple(draw(st.lists(st.tuples(st.sampled_from(PROLOGUE_OPS), reals), max_size=3)))
+    if spec.binary:
+        return InputPrologue(source, ops, bits=1, dtype=dtype)
+    bits = draw(st.integers(2, spec.bits))
+    narrow = draw(st.booleans())
+    if spec.signed and draw(st.booleans()):  # unsigned quantizer shifted by its zero point
+        signed, zero_point = False, float(2 ** (bits - 1))
+    else:
+        signed, zero_point = spec.signed, 0.0
+    scale = draw(reals.filter(lambda v: v != 0))
+    rounding = draw(st.sampled_from(ROUNDING_MODES))
+    return InputPrologue(source, ops, bits, scale, zero_point, signed, narrow, rounding, dtype)
 
 
 @st.composite
@@ -118,4 +150,5 @@ def valid_models(draw: st.DrawFn, max_hidden: int = 3) -> Model:
             draw(hnp.arrays(np.float64, (classes,), elements=reals)),
         )
     metadata = draw(st.dictionaries(names(), names(), max_size=3))
-    return Model(spec, tuple(layers), epilogue, name=draw(names()), metadata=metadata)
+    prologue = draw(st.one_of(st.none(), prologues(spec)))
+    return Model(spec, tuple(layers), epilogue, name=draw(names()), metadata=metadata, prologue=prologue)

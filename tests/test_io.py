@@ -16,6 +16,7 @@ from hypothesis import strategies as st
 
 import bnnfab.models.io as mio
 from bnnfab.models import Conv2d, Dense, Epilogue, Flatten, InputSpec, MaxPool2d, Model, Padding
+from bnnfab.models.ir import InputPrologue
 from bnnfab.models.io import (
     FORMAT_VERSION,
     SUFFIX,
@@ -33,8 +34,15 @@ SRC = "f.bnn"
 # ------------------------------------------------------------------------------------- fixtures
 
 
+# The bnn_pynq input quantizer of an NCHW float32 source: 2 x - 1, then unsigned 8-bit codes
+# (Python's shortest repr of the float32 constant 1/255 must survive the manifest).
+SMALL_PROLOGUE = InputPrologue(
+    (1, 6, 5), (("mul", 2.0), ("sub", 1.0)), bits=8, scale=float(np.float32(1 / 255)), zero_point=0.0, signed=False
+)
+
+
 def small_model() -> Model:
-    """A conv net touching every layer kind: K = 9 (pad bits), asymmetric pads, epilogue."""
+    """A conv net touching every layer kind: K = 9 (pad bits), asymmetric pads, epilogue, prologue."""
     rng = np.random.default_rng(1234)
     conv = Conv2d(
         weights=rng.random((4, 3, 3, 1)) < 0.5,
@@ -53,7 +61,12 @@ def small_model() -> Model:
     out = Dense(rng.random((3, 70)) < 0.5, None, name="out")
     epilogue = Epilogue(np.array([0.5, -0.0, 1e-300]), np.array([1.0, -2.5, 3e300]))
     return Model(
-        InputSpec((6, 5, 1), bits=8), (conv, pool, flat, hidden, out), epilogue, "small", {"source": "test", "b": "2"}
+        InputSpec((6, 5, 1), bits=8),
+        (conv, pool, flat, hidden, out),
+        epilogue,
+        "small",
+        {"source": "test", "b": "2"},
+        prologue=SMALL_PROLOGUE,
     )
 
 
@@ -167,7 +180,7 @@ def test_save_load_file(tmp_path) -> None:
 
 def test_equal_models_give_equal_bytes() -> None:
     a = small_model()
-    b = Model(a.input, a.layers, a.epilogue, a.name, dict(reversed(a.metadata.items())))
+    b = Model(a.input, a.layers, a.epilogue, a.name, dict(reversed(a.metadata.items())), a.prologue)
     assert list(a.metadata) != list(b.metadata) and dumps_model(a) == dumps_model(b)
 
 
@@ -189,6 +202,18 @@ def test_layout_is_inspectable() -> None:
     assert conv["weights"] == {"file": "layers/0/weights.bin", "dtype": "uint64", "shape": [4, 1], "bits": 9}
     assert manifest["layers"][2] == {"kind": "flatten", "name": "", "order": "chw", "out_shape": [24]}
     assert manifest["layers"][4]["thresholds"] is None
+    assert manifest["prologue"] == {
+        "source_shape": [1, 6, 5],
+        "dtype": "float32",
+        "ops": [["mul", 2.0], ["sub", 1.0]],
+        "bits": 8,
+        "scale": float(np.float32(1 / 255)),
+        "zero_point": 0.0,
+        "signed": False,
+        "narrow": False,
+        "rounding": "half_even",
+    }
+    assert json.loads(members_of(MLP)["manifest.json"])["prologue"] is None
     # Weights: (ky, kx, c) flattened, element k is bit k of a little-endian uint64 (independent oracle).
     flat = model.layers[0].weights.reshape(4, 9)
     expected = b"".join(sum(int(bit) << k for k, bit in enumerate(row)).to_bytes(8, "little") for row in flat)
@@ -224,6 +249,10 @@ def test_save_rejects_non_models_and_oversized() -> None:
 def _features(model: Model) -> set[str]:
     seen = {"signed input" if model.input.signed else "binary input" if model.input.binary else "unsigned input"}
     seen.add("epilogue" if model.epilogue is not None else "no epilogue")
+    if model.prologue is None:
+        seen.add("no prologue")
+    else:
+        seen.add("binary prologue" if model.prologue.binary else "integer prologue")
     for layer in model.layers:
         seen.add(layer.kind)
         if isinstance(layer, Conv2d):
@@ -248,7 +277,7 @@ def test_strategy_covers_the_features() -> None:
     collect()
     wanted = {"signed input", "binary input", "unsigned input", "epilogue", "no epilogue", "dense", "conv", "maxpool"}
     wanted |= {"flatten hwc", "flatten chw", "padding zero", "padding +1", "padding -1", "asymmetric pads"}
-    wanted |= {"conv stride", "K > 64 with pad bits"}
+    wanted |= {"conv stride", "K > 64 with pad bits", "no prologue", "binary prologue", "integer prologue"}
     assert wanted <= seen, wanted - seen
 
 
@@ -316,6 +345,28 @@ MANIFEST_ERRORS = [
     (_set("layers.0.pads", [3, 0, 0, 0]), "f.bnn: layer 0 (conv 'c0'): each pad must be smaller than the kernel (3, 3)"),
     (_set("input.bits", 40), "f.bnn: input: bits must be an integer from 1 (binary) to 32, not 40"),
     (_set("epilogue.classes", 2), "array 'epilogue/scale' has shape [3]; expected [2]"),
+    # the prologue
+    (_set("prologue.ops.0.0", "pow"), "manifest prologue.ops[0][0] must be one of 'add', 'sub', 'mul', 'div', 'rsub'"),
+    (_set("prologue.ops.1", ["sub"]), "manifest prologue.ops[1] must be an [op, number] pair, not ['sub']"),
+    (_set("prologue.ops.0.1", "2"), "manifest prologue.ops[0][1] must be a number, not '2'"),
+    (_set("prologue.ops.0.1", 10**400), "manifest prologue.ops[0][1] must be a finite number"),
+    (_set("prologue.scale", True), "manifest prologue.scale must be a number, not True"),
+    (_set("prologue.rounding", "ROUND"), "manifest prologue.rounding must be one of 'half_even', 'half_up'"),
+    (_set("prologue.dtype", "float16"), "manifest prologue.dtype must be one of 'float32', 'float64', not 'float16'"),
+    (_set("prologue.bits", 0), "manifest prologue.bits must be an integer from 1 to 32, not 0"),
+    (_set("prologue.source_shape", []), "manifest prologue.source_shape must be a list of 1 to 8 integers, not []"),
+    (_set("prologue.narrow", ...), "manifest prologue is missing key 'narrow'"),
+    (_set("prologue.axis", 1), "manifest prologue has unknown key 'axis'"),
+    (_set("prologue", []), "manifest prologue must be an object, not []"),
+    # ... and the IR's rules on it
+    (_set("prologue.source_shape", [1, 6, 6]), "f.bnn: prologue: does not fit the model input: source_shape (1, 6, 6) holds 36"),
+    (
+        _set("prologue.signed", True),
+        "prologue: does not fit the model input: its codes span [-128, 127], beyond the input's range [0, 255]",
+    ),
+    (_set("prologue.zero_point", 0.5), "f.bnn: prologue: zero_point must be an integer (codes are integers), not 0.5"),
+    (_set("prologue.scale", 0), "f.bnn: prologue: scale must be non-zero, not 0.0"),
+    (_set("prologue.bits", 1), "f.bnn: prologue: a bipolar prologue (bits=1) takes the sign only; scale must stay 1.0"),
 ]
 
 
@@ -323,6 +374,14 @@ MANIFEST_ERRORS = [
 def test_manifest_errors(edit: Callable[[dict], None], fragment: str) -> None:
     message = load_error(edited(edit))
     assert fragment in message
+
+
+def test_files_without_a_prologue_key_still_load() -> None:
+    """Files written before the prologue existed have no "prologue" key: it means null."""
+    base = small_model()
+    no_prologue = Model(base.input, base.layers, base.epilogue, base.name, dict(base.metadata))
+    assert loads_model(edited(_set("prologue", ...))) == no_prologue
+    assert loads_model(edited(_set("prologue", None))) == no_prologue
 
 
 def test_newer_version_wins_over_unknown_keys() -> None:
