@@ -373,6 +373,30 @@ def cmd_import(args) -> int:
     return 0
 
 
+def cmd_build(args) -> int:
+    from .boards.build import BuildError, plan_build, run_build
+    from .boards.platforms import UnknownBoardError
+    from .codegen.config import ConfigError
+    from .codegen.generate import generate, write_design
+
+    model = _load_model(args.model)
+    out = Path(args.output)
+    try:
+        design = generate(model, _gen_config(args))
+        write_design(design, out / "design")
+        info = plan_build(design, args.board, out, baud=args.baud)
+        if args.no_run:
+            print(f"wrote the {args.board} build plan into {out} (run it later, or without --no-run)")
+            return 0
+        result = run_build(info, require_timing=not args.allow_timing_fail)
+    except (BuildError, UnknownBoardError, ConfigError, ValueError) as exc:
+        raise CliError(str(exc)) from None
+    table = result.table()
+    _print_table(table.drop(columns=[c for c in ("bitstream",) if c in table.columns]))
+    print(f"wrote {result.bitstream}")
+    return 0
+
+
 def cmd_demo(args) -> int:
     import tempfile
 
@@ -521,6 +545,18 @@ def build_parser() -> argparse.ArgumentParser:
         help="accept a per-class output affine that can change the argmax (classes = argmax of the integer scores)",
     )
     p.set_defaults(func=cmd_import)
+
+    from .boards.platforms import BOARDS
+
+    p = sub.add_parser("build", help="build a board bitstream (yosys + nextpnr + pack through YoWASP) and report utilisation and Fmax")
+    p.add_argument("model", help="a .bnn model file or the name of a bundled model")
+    p.add_argument("--board", required=True, choices=sorted(BOARDS), help="target board (arty: Verilog and constraints only)")
+    p.add_argument("-o", "--output", required=True, metavar="DIR", help="build folder")
+    p.add_argument("--baud", type=_positive, default=115200, help="host link baud rate (default 115200)")
+    p.add_argument("--no-run", action="store_true", help="write the build plan and files without running the tools")
+    p.add_argument("--allow-timing-fail", action="store_true", help="keep a bitstream whose Fmax is below the board clock")
+    _add_gen_options(p, mst_help="MST depth limit of unrolled layers (default 4)")
+    p.set_defaults(func=cmd_build)
 
     p = sub.add_parser("info", help="describe a model: input, layers, shapes, metadata")
     p.add_argument("model", help="a .bnn model file or the name of a bundled model")
