@@ -397,6 +397,16 @@ def cmd_build(args) -> int:
     return 0
 
 
+def cmd_report(args) -> int:
+    from .codegen.report_html import ReportError, run
+
+    model = _load_model(args.model)
+    try:
+        return run(args, model, _gen_config(args))
+    except ReportError as exc:
+        raise CliError(str(exc)) from None
+
+
 def cmd_demo(args) -> int:
     import tempfile
 
@@ -557,6 +567,13 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--allow-timing-fail", action="store_true", help="keep a bitstream whose Fmax is below the board clock")
     _add_gen_options(p, mst_help="MST depth limit of unrolled layers (default 4)")
     p.set_defaults(func=cmd_build)
+
+    from .codegen.report_html import add_arguments as add_report_arguments  # light: no matplotlib/amaranth at import
+
+    p = sub.add_parser("report", help="one self-contained HTML page: model card, accuracy, cycles, MST savings, utilisation, verification")
+    add_report_arguments(p)
+    _add_gen_options(p, mst_help="MST depth limit of unrolled layers (default 4; 'none' = unlimited)")
+    p.set_defaults(func=cmd_report)
 
     p = sub.add_parser("info", help="describe a model: input, layers, shapes, metadata")
     p.add_argument("model", help="a .bnn model file or the name of a bundled model")
