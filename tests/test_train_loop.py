@@ -118,8 +118,8 @@ def test_bad_options_say_what_is_wrong():
         train("tfc", "digits", "sgd", epochs=1)
     with pytest.raises(TrainError, match="unknown arch 'vgg'; choose one of tfc, sfc, lfc, cnv"):
         train("vgg", "digits", "ste", epochs=1)
-    with pytest.raises(TrainError, match="unknown dataset 'mnist'"):
-        train("tfc", "mnist", "ste", epochs=1)
+    with pytest.raises(TrainError, match="unknown dataset 'svhn'"):
+        train("tfc", "svhn", "ste", epochs=1)
     with pytest.raises(TrainError, match="epochs must be a whole number >= 1, not 0"):
         train("tfc", "digits", "ste", epochs=0)
     with pytest.raises(TrainError, match="input_bits must be 1 .* or the data's 8 bits, not 4"):
