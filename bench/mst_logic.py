@@ -14,8 +14,9 @@ a time.
    logic, plain and with the MST schedule of ``bnnfab.sim.mst.plan_mst`` at each depth limit,
    without and with inverted parents, on
 
-   * ``code``: the bundled default model's binary hidden layer (128 x 256, correlated weights; not
-     MST-regularised — no such trained model exists yet), and
+   * ``code``: the binary hidden layer of the bundled ``digits-ecoc-mlp`` (128 x 256, correlated
+     weights, not MST-regularised), or any bundled model's binary layer with ``--model NAME
+     --layer NAME`` (e.g. ``--model digits-tfc-mst --layer dense1``, MST-regularised), and
    * ``random``: a seeded random 64 x 64 layer (the uncorrelated baseline).
 
    Per family: LUT4s, carry cells, flip-flops, the LUT4 equivalent (iCE40 ``SB_LUT4``; ECP5
@@ -144,14 +145,20 @@ class Design:
         return (self.layer.label, self.depth, self.inverted, self.style, self.register_every)
 
 
-def code_layer(rows: int | None) -> Layer:
-    model = zoo.load()
-    dense = next(l for l in model.layers if isinstance(l, Dense) and l.name == "code")
-    w, t = dense.weights_2d, dense.popcount_thresholds()
-    name = "code"
+def code_layer(rows: int | None, model_name: str = "digits-ecoc-mlp", layer_name: str = "code") -> Layer:
+    """A bundled model's binary Dense layer (default: ``digits-ecoc-mlp``'s ``code``)."""
+    model = zoo.load(model_name)
+    found = [l for i, l in model.compute_layers if isinstance(l, Dense) and l.name == layer_name and not model.takes_integers(i)]
+    if not found:
+        names = [l.name for i, l in model.compute_layers if not model.takes_integers(i)]
+        raise SystemExit(f"{model_name} has no binary Dense layer {layer_name!r}; its binary layers: {', '.join(names)}")
+    dense = found[0]
+    w, t = dense.weights_2d, None if dense.thresholds is None else dense.popcount_thresholds()
+    name = f"{model_name}:{layer_name}"
     if rows is not None:
-        w, t, name = w[:rows], t[:rows], f"code[:{rows}]"
-    return Layer(name, np.ascontiguousarray(w), np.asarray(t))
+        w, name = w[:rows], f"{name}[:{rows}]"
+        t = None if t is None else t[:rows]
+    return Layer(name, np.ascontiguousarray(w), None if t is None else np.asarray(t))
 
 
 def random_layer(n: int = 64, k: int = 64) -> Layer:
@@ -363,6 +370,8 @@ def main(argv=None) -> int:
     ap.add_argument("--workdir", metavar="DIR", help="keep every design's Yosys files and log here")
     ap.add_argument("--skip-mst", action="store_true", help="only the popcount-structure section")
     ap.add_argument("--skip-styles", action="store_true", help="only the MST section")
+    ap.add_argument("--model", default="digits-ecoc-mlp", help="bundled model of the MST section (default digits-ecoc-mlp)")
+    ap.add_argument("--layer", default="code", help="its binary Dense layer (default code)")
     args = ap.parse_args(argv)
 
     families = [Family(f) for f in _list(args.families, str)]
@@ -375,7 +384,7 @@ def main(argv=None) -> int:
     designs: list[Design] = []
     rnd = random_layer()
     if not args.skip_mst:
-        designs += mst_designs(code_layer(QUICK_CODE_ROWS if args.quick else None), depths, style,
+        designs += mst_designs(code_layer(QUICK_CODE_ROWS if args.quick else None, args.model, args.layer), depths, style,
                                args.register_every)
         designs += mst_designs(rnd, depths, style, args.register_every)
     if not args.skip_styles:

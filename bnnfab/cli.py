@@ -343,9 +343,10 @@ def cmd_train(args) -> int:
     from .models.train.cli import run
     from .models.train.errors import TrainError
     from .sim.functional import simulate
+    from .sim.report import plan_model_mst
 
     try:
-        return run(args, check=lambda model, x: simulate(model, x).classes)
+        return run(args, check=lambda model, x: simulate(model, x).classes, plan=plan_model_mst)
     except TrainError as exc:
         raise CliError(str(exc)) from None
     except ImportError as exc:

@@ -62,7 +62,7 @@ def _small_model(seed: int = 0) -> Model:
 
 @pytest.fixture(scope="module")
 def default_design():
-    return generate(zoo.load(), GenConfig(target_cycles=64))
+    return generate(zoo.load("digits-ecoc-mlp"), GenConfig(target_cycles=64))
 
 
 # --- CRC and frames ------------------------------------------------------------------------------
@@ -505,7 +505,7 @@ class ModelBoard:
 @pytest.fixture(scope="module")
 def digits_reference(default_design):
     x = load_dataset("digits", "test").x[:6]
-    ref = simulate(zoo.load(), x)
+    ref = simulate(zoo.load("digits-ecoc-mlp"), x)
     lf = LinkFormat.of(default_design)
     answers = {lf.encode_image(img): lf.result_payload(c, s) for img, c, s in zip(x, ref.classes, ref.scores)}
     return x, ref, lf, answers

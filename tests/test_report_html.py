@@ -38,7 +38,7 @@ CONFIG = GenConfig(target_cycles=64)
 
 @pytest.fixture(scope="module")
 def mlp_data():
-    return gather_report(zoo.load(zoo.DEFAULT), config=CONFIG)
+    return gather_report(zoo.load("digits-ecoc-mlp"), config=CONFIG)
 
 
 @pytest.fixture(scope="module")
@@ -78,7 +78,7 @@ def test_page_has_every_section_in_order(mlp_page):
 
 def test_accuracy_is_the_simulators(mlp_data, mlp_page):
     ds = load_dataset("digits", "test")
-    classes = Simulator(zoo.load(zoo.DEFAULT)).run(ds.x).classes
+    classes = Simulator(zoo.load("digits-ecoc-mlp")).run(ds.x).classes
     correct = int((classes == ds.y).sum())
     assert (mlp_data.accuracy.correct, mlp_data.accuracy.images) == (correct, len(ds))
     assert sum(k for _, _, k in mlp_data.accuracy.per_class) == correct
@@ -98,7 +98,7 @@ def test_model_card_shows_the_bundled_card_and_metadata(mlp_page):
 def test_cycle_section_matches_the_generator_and_cycle_model(mlp_data, mlp_page):
     from bnnfab.codegen.generate import design_manifest, generate
 
-    design = generate(zoo.load(zoo.DEFAULT), CONFIG)
+    design = generate(zoo.load("digits-ecoc-mlp"), CONFIG)
     timing = design_manifest(design)["timing"]
     assert mlp_data.timing == timing
     per_image = [lp.cycles_per_image for lp in design.plan.layers]
@@ -114,7 +114,7 @@ def test_cycle_section_matches_the_generator_and_cycle_model(mlp_data, mlp_page)
 def test_mst_savings_at_every_depth_limit(mlp_data, mlp_page):
     from bnnfab.sim.mst import plan_mst
 
-    model = zoo.load(zoo.DEFAULT)
+    model = zoo.load("digits-ecoc-mlp")
     assert mlp_data.mst_depths == (1, 2, 4, 8, None)
     binary = [i for i, _ in model.compute_layers if not model.takes_integers(i)]
     assert [r["layer"] for r in mlp_data.mst] == binary
@@ -163,7 +163,7 @@ def test_page_is_self_contained(mlp_page):
 
 
 def test_same_inputs_same_bytes(mlp_page):
-    again = build_report(zoo.load(zoo.DEFAULT), config=CONFIG)
+    again = build_report(zoo.load("digits-ecoc-mlp"), config=CONFIG)
     assert again.encode() == mlp_page.encode()
 
 
@@ -216,7 +216,7 @@ def test_bad_options_name_the_rule(capsys, argv, message):
 
 
 def test_a_renamed_bundled_model_gets_no_card():
-    bundled = zoo.load(zoo.DEFAULT)
+    bundled = zoo.load("digits-ecoc-mlp")
     changed = Model(bundled.input, bundled.layers, name=bundled.name, metadata={**bundled.metadata, "edited": "1"})
     assert gather_report(bundled, dataset=None, mst_depths=(1,)).card is not None
     assert gather_report(changed, dataset=None, mst_depths=(1,)).card is None
@@ -314,7 +314,7 @@ def test_verify_three_images_on_icarus(icarus, tmp_path):
     out = tmp_path / "report.html"
     args = parser.parse_args([zoo.DEFAULT, "-o", str(out), "--verify", "3", "--simulator", "icarus"])
     printed = io.StringIO()
-    assert run(args, zoo.load(zoo.DEFAULT), CONFIG, out=printed) == 0, printed.getvalue()
+    assert run(args, zoo.load("digits-ecoc-mlp"), CONFIG, out=printed) == 0, printed.getvalue()
     page = out.read_text(encoding="utf-8")
     text = _section(page, "verification")
     assert '<span class="badge pass">PASS</span> Every result bit-exact with the simulator' in text
@@ -355,7 +355,7 @@ def test_verification_folder_is_kept_only_after_a_failure(monkeypatch, tmp_path,
     add_arguments(parser)
     args = parser.parse_args([zoo.DEFAULT, "-o", str(tmp_path / "r.html"), "--verify", "2", "--simulator", "icarus"])
     printed = io.StringIO()
-    assert run(args, zoo.load(zoo.DEFAULT), CONFIG, out=printed) == (0 if passed else 1)
+    assert run(args, zoo.load("digits-ecoc-mlp"), CONFIG, out=printed) == (0 if passed else 1)
     page = (tmp_path / "r.html").read_text(encoding="utf-8")
     assert seen["folder"].is_dir() != passed
     if not passed:

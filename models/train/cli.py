@@ -15,12 +15,13 @@ import numpy as np
 
 from .errors import TrainError
 
-__all__ = ["ARCH_CHOICES", "ESTIMATOR_CHOICES", "HEAD_CHOICES", "add_arguments", "run", "main"]
+__all__ = ["ARCH_CHOICES", "ESTIMATOR_CHOICES", "HEAD_CHOICES", "CONV_PADDING_CHOICES", "add_arguments", "run", "main"]
 
 # mirrored from topologies.ARCHS / estimators.ESTIMATORS / layers.ScoreHead.KINDS (a test checks)
 ARCH_CHOICES = ("tfc", "sfc", "lfc", "cnv")
 ESTIMATOR_CHOICES = ("ste", "reste", "biper")
 HEAD_CHOICES = ("scale", "bn")
+CONV_PADDING_CHOICES = ("zero", "-1", "+1")  # topologies.CONV_PADDINGS
 
 
 def _positive_int(text: str) -> int:
@@ -53,6 +54,28 @@ def _positive_float(text: str) -> float:
     return value
 
 
+def _lambda(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"must be a number >= 0, not {text!r}") from None
+    if not 0 <= value < float("inf"):
+        raise argparse.ArgumentTypeError(f"must be a number >= 0, not {text!r}")
+    return value
+
+
+def _depth(text: str) -> int | None:
+    if text.strip().lower() in ("none", "unlimited", "inf"):
+        return None
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"depth must be a whole number >= 0 or 'none', not {text!r}") from None
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"depth must be a whole number >= 0 or 'none', not {text!r}")
+    return value
+
+
 def _hidden(text: str) -> list[int]:
     try:
         sizes = [int(v) for v in text.split(",")]
@@ -78,11 +101,17 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     g.add_argument("--width", type=_positive_float, default=1.0, metavar="W", help="cnv channel multiplier (default 1: 64..256 channels, 512-wide dense)")
     g.add_argument("--hidden", type=_hidden, default=None, metavar="N,N,..", help="MLP hidden sizes instead of the arch's")
     g.add_argument("--scaling", action="store_true", help="learnable per-channel scaling factors (folded into the thresholds)")
+    g.add_argument("--conv-padding", choices=CONV_PADDING_CHOICES, default="zero", help="what the border of the binary convolutions holds: zero (contributes nothing, the default), -1 or +1 (what the hardware generator builds)")
     g.add_argument("--head", choices=HEAD_CHOICES, default="scale", help="output head: one positive scale (order-preserving, default) or a per-class batch norm")
     e = p.add_argument_group("estimator options")
     e.add_argument("--o-end", type=float, default=None, metavar="O", help="ReSTE: final exponent o (default 3)")
     e.add_argument("--omega", type=_positive_float, default=None, metavar="W", help="BiPer: frequency omega of sin(omega W) (default 20)")
     e.add_argument("--stage1-epochs", type=_whole, default=None, metavar="N", help="BiPer: epochs of stage 1, real sin weights (default two thirds)")
+    r = p.add_argument_group("MST-distance regularizer (fewer binary ops through channel reuse)")
+    r.add_argument("--mst-lambda", type=_lambda, default=0.0, metavar="L", help="weight of the MST-cost surrogate in the loss (default 0: off; 0.2-0.5 on digits)")
+    r.add_argument("--mst-depth", type=_depth, default=4, metavar="D", help="depth limit of the MST forests the regularizer follows and the report plans (default 4; 'none' = unlimited)")
+    r.add_argument("--mst-temperature", type=_positive_float, default=None, metavar="T", help="soft-sign temperature, relative to the mean |latent weight| (default 1)")
+    r.add_argument("--mst-refresh", type=_positive_int, default=None, metavar="N", help="re-plan the forests every N steps (default 10)")
     c = p.add_argument_group("checkpoint and output")
     c.add_argument("--checkpoint", metavar="PATH", help="write a resumable checkpoint here after every epoch")
     c.add_argument("--resume", action="store_true", help="continue the run in --checkpoint")
@@ -106,16 +135,59 @@ def _estimator_params(args: argparse.Namespace) -> dict[str, Any]:
     return params
 
 
+def _mst_params(args: argparse.Namespace) -> dict[str, Any] | None:
+    params = {}
+    if getattr(args, "mst_temperature", None) is not None:
+        params["temperature"] = args.mst_temperature
+    if getattr(args, "mst_refresh", None) is not None:
+        params["refresh_every"] = args.mst_refresh
+    if params and not getattr(args, "mst_lambda", 0.0):
+        raise TrainError("--mst-temperature and --mst-refresh are options of the regularizer: give --mst-lambda L > 0")
+    return params or None
+
+
+def _report_mst(ir: Any, plan: Callable[..., dict], depth: int | None, out: TextIO) -> None:
+    schedules = plan(ir, max_depth=depth)
+    if not schedules:
+        print("MST: the model has no binary layers to plan", file=out)
+        return
+    direct = sum(ir.positions(i) * s.direct_cost for i, s in schedules.items())
+    cost = sum(ir.positions(i) * s.cost for i, s in schedules.items())
+    layers = ", ".join(f"{ir.layers[i].name or i} {s.ratio:.2f}x" for i, s in schedules.items())
+    print(
+        f"MST at depth limit {'unlimited' if depth is None else depth}: {direct:,} -> {cost:,} binary ops per image "
+        f"({direct / max(cost, 1):.2f}x fewer; {layers})",
+        file=out,
+    )
+
+
+def _regularizer_kwargs(args: argparse.Namespace) -> dict[str, Any]:
+    """``train``'s regularizer and conv-padding keywords (absent attributes: the defaults, so a
+    namespace made before these options still works)."""
+    kw: dict[str, Any] = {}
+    if getattr(args, "conv_padding", "zero") != "zero":
+        kw["conv_padding"] = args.conv_padding
+    params = _mst_params(args)
+    if getattr(args, "mst_lambda", 0.0):
+        kw.update(mst_lambda=args.mst_lambda, mst_depth=args.mst_depth, mst_params=params)
+    return kw
+
+
 def run(
     args: argparse.Namespace,
     out: TextIO | None = None,
     check: Callable[[Any, np.ndarray], np.ndarray] | None = None,
+    plan: Callable[..., dict] | None = None,
 ) -> int:
     """Train, export and (with ``--output``) save; print a summary to ``out``.
 
     ``check(ir_model, inputs)``, when given, must return the classes the IR model predicts
     (e.g. the bit-exact simulator's); ``run`` then compares them with the torch evaluation
     model's on the test split and returns 1 if any differs.
+
+    ``plan(ir_model, max_depth=D)``, when given, must return ``{layer index: MstSchedule}``
+    for the binary layers (``bnnfab.sim.report.plan_model_mst``); ``run`` then prints the
+    exported model's MST binary ops at ``--mst-depth``.
 
     Raises
     ------
@@ -150,6 +222,7 @@ def run(
         stop_after=args.stop_after,
         progress=not args.no_progress,
         threads=args.threads,
+        **_regularizer_kwargs(args),
     )
     h = result.history
     if not result.finished:
@@ -163,6 +236,8 @@ def run(
             file=out,
         )
     ir = result.export()
+    if plan is not None:
+        _report_mst(ir, plan, getattr(args, "mst_depth", 4), out)
     status = 0
     if check is not None and result.test is not None:
         te = result.test

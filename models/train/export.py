@@ -90,12 +90,13 @@ def _compute_layer(m: BinaryLinear | BinaryConv2d, bits: np.ndarray, thresholds:
     if isinstance(m, BinaryLinear):
         return Dense(weights=bits, thresholds=thresholds, name=name)
     p = m.padding
+    kind = {0.0: Padding.ZERO, 1.0: Padding.PLUS_ONE, -1.0: Padding.MINUS_ONE}[m.pad_value if p else 0.0]
     return Conv2d(
         weights=bits,
         thresholds=thresholds,
         stride=(m.stride, m.stride),
         pads=(p, p, p, p),
-        padding=Padding.ZERO,
+        padding=kind,
         name=name,
     )
 

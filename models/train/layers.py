@@ -8,7 +8,8 @@ reproduces bit for bit:
   integer inputs every product and partial sum is an integer below ``2**24``, so float32 holds
   the dot product exactly whatever the summation order (and the layers round it, against
   backends that convolve through inexact transforms). Convolutions pad with zeros: padded taps
-  contribute nothing (IR ``Padding.ZERO``).
+  contribute nothing (IR ``Padding.ZERO``) -- or, with ``pad_value`` ±1, with that activation
+  (IR ``Padding.PLUS_ONE`` / ``MINUS_ONE``).
 * :class:`SignBatchNorm` -- scaling factor, batch norm and sign after a compute layer -- decides
   each output from the integer dot product in float64:
   ``+1 iff fl(fl(dot * A) + B) >= 0`` with per-channel ``A = (gamma / sqrt(var + eps)) * alpha``
@@ -136,22 +137,40 @@ class BinaryLinear(_BinaryCompute):
 
 
 class BinaryConv2d(_BinaryCompute):
-    """2-D convolution (NCHW) with binarized weights ``(out, in, k, k)``, zero padding, no bias."""
+    """2-D convolution (NCHW) with binarized weights ``(out, in, k, k)``, no bias.
 
-    def __init__(self, in_channels: int, out_channels: int, kernel: int, estimator: Estimator, stride: int = 1, padding: int = 0) -> None:
+    ``pad_value`` says what the ``padding`` border holds: 0 -- zero padding, padded taps
+    contribute nothing (IR ``Padding.ZERO``); +1 or -1 -- the padded taps are that activation
+    and count in ``K`` (IR ``Padding.PLUS_ONE`` / ``MINUS_ONE``, which the hardware engines build
+    for binary convolutions).
+    """
+
+    PAD_VALUES = (0.0, 1.0, -1.0)
+
+    def __init__(
+        self, in_channels: int, out_channels: int, kernel: int, estimator: Estimator, stride: int = 1, padding: int = 0, pad_value: float = 0.0
+    ) -> None:
         super().__init__(estimator)
+        if pad_value not in self.PAD_VALUES:
+            raise ValueError(f"pad_value must be 0 (zero padding), 1 or -1, not {pad_value!r}")
         self.in_channels, self.out_channels = int(in_channels), int(out_channels)
         self.kernel, self.stride, self.padding = int(kernel), int(stride), int(padding)
+        self.pad_value = float(pad_value)
         self.weight = nn.Parameter(torch.empty(self.out_channels, self.in_channels, self.kernel, self.kernel))
         _init_latent(self.weight, self.in_channels * self.kernel * self.kernel)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if self.padding and self.pad_value != 0.0:
+            p = self.padding
+            x = F.pad(x, (p, p, p, p), value=self.pad_value)
+            return self._out(F.conv2d(x, self._weights(), stride=self.stride))
         return self._out(F.conv2d(x, self._weights(), stride=self.stride, padding=self.padding))
 
     def extra_repr(self) -> str:
+        kind = "zero" if self.pad_value == 0.0 else f"{self.pad_value:+g}"
         return (
             f"{self.in_channels}, {self.out_channels}, kernel={self.kernel}, stride={self.stride}, "
-            f"padding={self.padding} (zero)"
+            f"padding={self.padding} ({kind})"
         )
 
 

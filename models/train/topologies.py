@@ -13,6 +13,11 @@
   8 x 8 x C     all zero-pad 1 pixel: 8, 8, pool 4, 4, 4, pool 2, 2, 2
   ============  ===================================================================
 
+``conv_padding`` chooses what the padded border of the *binary* convolutions holds: ``"zero"``
+(the default: padded taps contribute nothing), ``"-1"`` or ``"+1"`` (a constant activation that
+counts in ``K``; the hardware generator builds these, not zero-padded binary convolutions). A
+first convolution on integer pixels always zero-pads (a pixel value of 0).
+
 Every hidden layer is compute -> :class:`~.layers.SignBatchNorm` (-> max-pool); the output
 layer is a binary dense layer whose integer scores go through a :class:`~.layers.ScoreHead`.
 The first layer takes the integer pixels (``input_bits`` = the data's bit depth, e.g. 8) or
@@ -41,12 +46,13 @@ from .layers import (
     SignBatchNorm,
 )
 
-__all__ = ["ARCHS", "MLP_HIDDEN", "CNV_CONV", "CNV_DENSE", "BNN", "build_model", "model_from_config"]
+__all__ = ["ARCHS", "CONV_PADDINGS", "MLP_HIDDEN", "CNV_CONV", "CNV_DENSE", "BNN", "build_model", "model_from_config"]
 
 MLP_HIDDEN = {"tfc": (64, 64, 64), "sfc": (256, 256, 256), "lfc": (1024, 1024, 1024)}
 CNV_CONV = (64, 64, 128, 128, 256, 256)
 CNV_DENSE = (512, 512)
 ARCHS = ("tfc", "sfc", "lfc", "cnv")
+CONV_PADDINGS = {"zero": 0.0, "-1": -1.0, "+1": 1.0}  # conv_padding -> BinaryConv2d.pad_value
 
 # per input height: padding of each of the six convolutions (pools follow convs 2 and 4)
 _CNV_PADS = {32: (0, 0, 0, 0, 0, 0), 28: (2, 0, 0, 0, 0, 0), 8: (1, 1, 1, 1, 1, 1)}
@@ -147,6 +153,7 @@ def build_model(
     scaling: bool = False,
     head: str = "scale",
     estimator_params: dict[str, Any] | None = None,
+    conv_padding: str = "zero",
 ) -> BNN:
     """Build a reference topology (module docstring) with freshly initialised weights (seed the
     global torch RNG first for reproducible weights).
@@ -172,11 +179,14 @@ def build_model(
         Learnable per-channel scaling factors before each batch norm.
     head : {"scale", "bn"}
         The output head (:class:`~.layers.ScoreHead`).
+    conv_padding : {"zero", "-1", "+1"}
+        What the padded border of the binary convolutions holds (module docstring).
 
     Raises
     ------
     ValueError
-        For an unknown arch, head or estimator, or an input size ``cnv`` is not sized for.
+        For an unknown arch, head, estimator or conv padding, or an input size ``cnv`` is not
+        sized for.
     """
     if arch not in ARCHS:
         raise ValueError(f"unknown arch {arch!r}; choose one of {', '.join(ARCHS)}")
@@ -191,6 +201,8 @@ def build_model(
         raise ValueError(f"width must be positive, not {width!r}")
     if head not in ScoreHead.KINDS:
         raise ValueError(f"head must be one of {', '.join(ScoreHead.KINDS)}, not {head!r}")
+    if conv_padding not in CONV_PADDINGS:
+        raise ValueError(f"conv_padding must be one of {', '.join(CONV_PADDINGS)}, not {conv_padding!r}")
     if isinstance(estimator, Estimator):
         est = estimator
     else:
@@ -209,6 +221,7 @@ def build_model(
         "head": head,
         "estimator": est.name,
         "estimator_params": dict(est.params()),
+        "conv_padding": conv_padding,
     }
     body: list[nn.Module] = [InputQuant(input_bits, config["input_offset"])]
     if arch == "cnv":
@@ -221,7 +234,9 @@ def build_model(
         body.append(ChannelsFirst())
         size, cin = h, c
         for i, (cout, pad) in enumerate(zip(chans, _CNV_PADS[h])):
-            body += [BinaryConv2d(cin, cout, 3, est, padding=pad), SignBatchNorm(cout, est, True, scaling)]
+            binary = i > 0 or input_bits == 1  # an integer first layer pads with pixel value 0
+            pad_value = CONV_PADDINGS[conv_padding] if binary else 0.0
+            body += [BinaryConv2d(cin, cout, 3, est, padding=pad, pad_value=pad_value), SignBatchNorm(cout, est, True, scaling)]
             size = size + 2 * pad - 2
             if i in (1, 3):
                 body.append(BinaryMaxPool2d(2))
@@ -258,5 +273,6 @@ def model_from_config(config: dict[str, Any]) -> BNN:
         scaling=config["scaling"],
         head=config["head"],
         estimator_params=config["estimator_params"],
+        conv_padding=config.get("conv_padding", "zero"),  # configs from before the option: zero
     )
 

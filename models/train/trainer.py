@@ -30,6 +30,7 @@ from ..ir import Model
 from .errors import TrainError
 from .estimators import BiPer, make_estimator
 from .export import export_model
+from .regularizer import MstOptions, MstRegularizer
 from .topologies import BNN, build_model, model_from_config
 
 __all__ = ["TrainResult", "train", "evaluate", "load_checkpoint", "CHECKPOINT_FORMAT", "DEFAULT_LR"]
@@ -154,6 +155,15 @@ def _whole(value: Any, what: str, minimum: int) -> int:
     return int(value)
 
 
+def _mst_options(lam: float, depth: int | None, params: dict[str, Any] | None) -> MstOptions | None:
+    """The regularizer's validated options, or None when it is off (``lam == 0``)."""
+    try:
+        options = MstOptions(lam, depth, **(params or {}))
+    except (TypeError, ValueError) as exc:
+        raise TrainError(str(exc)) from None
+    return options if options.lam > 0 else None
+
+
 def train(
     arch: str = "tfc",
     dataset: str | tuple[Dataset, Dataset] = "digits",
@@ -176,6 +186,10 @@ def train(
     progress: bool = False,
     threads: int | None = None,
     on_epoch: Callable[[dict[str, Any]], None] | None = None,
+    mst_lambda: float = 0.0,
+    mst_depth: int | None = 4,
+    mst_params: dict[str, Any] | None = None,
+    conv_padding: str = "zero",
 ) -> TrainResult:
     """Train a reference topology on a dataset.
 
@@ -194,7 +208,7 @@ def train(
     weight_decay : float
     input_bits : int, optional
         The data's bit depth (integer first layer; the default) or 1 (binarized input).
-    width, hidden, scaling, head
+    width, hidden, scaling, head, conv_padding
         Topology options (:func:`~.topologies.build_model`).
     checkpoint : path, optional
         Written after every epoch. An existing file is only continued with ``resume=True``.
@@ -210,6 +224,11 @@ def train(
         resume with another count warns. One thread is fastest for the small models.
     on_epoch : callable, optional
         Called with each epoch's history entry.
+    mst_lambda, mst_depth, mst_params
+        The MST-distance regularizer (:mod:`~.regularizer`): its weight (0: off), the depth
+        limit of the forests it follows, and its other options (``temperature``,
+        ``refresh_every``, ``include_output``, ``planner``). With ``mst_lambda > 0`` the history
+        gains ``mst`` (the surrogate, mean over the epoch) and the run record the settings.
 
     Returns
     -------
@@ -231,6 +250,7 @@ def train(
                 input_bits=input_bits, width=width, hidden=hidden, scaling=scaling, head=head,
                 estimator_params=estimator_params, checkpoint=checkpoint, resume=resume, stop_after=stop_after,
                 progress=progress, threads=None, on_epoch=on_epoch,
+                mst_lambda=mst_lambda, mst_depth=mst_depth, mst_params=mst_params, conv_padding=conv_padding,
             )
         finally:
             torch.set_num_threads(before)
@@ -267,6 +287,11 @@ def train(
         "scaling": bool(scaling),
         "head": head,
     }
+    if conv_padding != "zero":
+        run["conv_padding"] = conv_padding  # recorded when not the default, as for the regularizer
+    mst = _mst_options(mst_lambda, mst_depth, mst_params)
+    if mst is not None:
+        run.update(mst.record())  # only when on: a lambda = 0 run records what it always did
     ck_path = None if checkpoint is None else Path(checkpoint)
     if resume and ck_path is None:
         raise TrainError("resume needs a checkpoint path")
@@ -302,10 +327,12 @@ def train(
                 hidden=hidden,
                 scaling=scaling,
                 head=head,
+                conv_padding=conv_padding,
             )
         except ValueError as exc:
             raise TrainError(str(exc)) from None
     est = model.estimator
+    reg = None if mst is None else MstRegularizer(model, mst)
 
     x_tr = torch.from_numpy(tr.x.astype(np.float32))
     y_tr = torch.from_numpy(tr.y.astype(np.int64))
@@ -334,15 +361,21 @@ def train(
             model.train()
             order = _epoch_order(seed, epoch, n)
             loss_sum, correct, seen = 0.0, 0, 0
-            for s in range(0, n, batch_size):
+            reg_sum, reg_steps = 0.0, 0
+            for step, s in enumerate(range(0, n, batch_size)):
                 idx = order[s : s + batch_size]
                 if idx.numel() < 2:
                     continue
                 xb, yb = x_tr[idx], y_tr[idx]
                 logits = model(xb)
                 loss = F.cross_entropy(logits, yb)
+                total = loss
+                if reg is not None:  # MST-distance regularizer
+                    term = reg.loss(step)
+                    total = loss + term
+                    reg_sum, reg_steps = reg_sum + float(term.detach()) / reg.lam, reg_steps + 1
                 opt.zero_grad(set_to_none=True)
-                loss.backward()
+                total.backward()
                 opt.step()
                 if est.clip_weights:
                     model.clip_latent(1.0)
@@ -359,6 +392,8 @@ def train(
                 "test_acc": evaluate(model, te.x, te.y),
                 **est.schedule(),
             }
+            if reg is not None:
+                entry["mst"] = reg_sum / max(1, reg_steps)
             entry["seconds"] = time.perf_counter() - t0
             history.append(entry)
             if bar is not None:

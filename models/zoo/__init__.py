@@ -1,8 +1,10 @@
 """Bundled models: ``<name>.bnn`` files beside this module, each with a card ``<name>.md``.
 
-``python -m bnnfab.models.zoo`` rebuilds the closed-form models deterministically from the
-digits training split and rewrites their files (the committed files are the reference; a
-rebuild on another machine's LAPACK may differ in a near-zero sign).
+``python -m bnnfab.models.zoo`` rebuilds the closed-form models (``digits-ecoc-*``)
+deterministically from the digits training split, ``python -m bnnfab.models.zoo.train_zoo``
+retrains the trained ones (``digits-tfc``, ``digits-tfc-mst``, ``digits-cnv``; seed 0, one thread).
+The committed files are the reference: a rebuild with another LAPACK or thread count may differ
+in a near-zero value. The default model is ``digits-tfc-mst``, trained with the MST regularizer.
 """
 
 from __future__ import annotations
@@ -11,7 +13,7 @@ from pathlib import Path
 
 __all__ = ["DEFAULT", "names", "path", "load", "rebuild"]
 
-DEFAULT = "digits-ecoc-mlp"
+DEFAULT = "digits-tfc-mst"
 _HERE = Path(__file__).resolve().parent
 
 
