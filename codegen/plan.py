@@ -1,8 +1,10 @@
 """Planning passes of hardware generation, each one concern:
 
-1. :func:`lower_layers` — the model as a chain of matrix-vector layers in stream order: a
-   Flatten at the input is absorbed (a CHW flatten becomes a permutation of the next layer's
-   weight columns, exactly), thresholds move to the popcount domain.
+1. :func:`lower_layers` — the model as a chain in stream order: matrix-vector layers (a
+   convolution is a window generator plus a matrix-vector layer over its patches), max-pools,
+   and gathers for a Flatten of a computed map; a Flatten at the input is absorbed, a CHW
+   flatten becomes a permutation of the next layer's weight columns (exactly), binary
+   thresholds move to the popcount domain.
 2. :func:`plan_folding` — engine, PE and SIMD of every layer (explicit or automatic for a target
    cycles-per-image, balancing the pipeline).
 3. :func:`plan_schedules` — the MST schedule of every unrolled layer that uses reuse.
