@@ -885,24 +885,9 @@ def render_report(data: ReportData) -> str:
     return "\n".join(out)
 
 
-def build_report(
-    model: "Model",
-    *,
-    config: "GenConfig | None" = None,
-    dataset: str | None = "digits",
-    split: str = "test",
-    data_dir: str | Path | None = None,
-    verify_images: int = 0,
-    simulator: str | None = None,
-    seed: int = 1,
-    stalls: str = "random",
-    work_dir: str | Path | None = None,
-    build_result: Mapping | str | Path | None = None,
-    clock_mhz: float = 100.0,
-    mst_depths: Sequence[int | None] = MST_DEPTHS,
-    timestamp: bool = False,
-) -> str:
-    """One self-contained HTML page about ``model`` and its accelerator.
+def build_report(model: "Model", **options: Any) -> str:
+    """One self-contained HTML page about ``model`` and its accelerator: :func:`gather_report`
+    (which takes the keyword options below) then :func:`render_report`.
 
     Parameters
     ----------
@@ -939,11 +924,7 @@ def build_report(
         An option that cannot work (unknown dataset, inputs that do not fit the model, a bad
         build result, a missing simulator, ...).
     """
-    return render_report(gather_report(
-        model, config=config, dataset=dataset, split=split, data_dir=data_dir, verify_images=verify_images,
-        simulator=simulator, seed=seed, stalls=stalls, work_dir=work_dir, build_result=build_result,
-        clock_mhz=clock_mhz, mst_depths=mst_depths, timestamp=timestamp,
-    ))
+    return render_report(gather_report(model, **options))
 
 
 def write_report(path: str | Path, model: "Model", **options: Any) -> ReportData:
