@@ -114,7 +114,7 @@ def layer_report(plan: HwPlan, top: AcceleratorTop) -> pd.DataFrame:
         else:
             acc = eng.acc_width
             wbits, wbram = _memory_bits(eng.nf * eng.sf, lp.pe * lp.simd)
-            tbits, tbram = (0, 0) if lv.thresholds is None else _memory_bits(eng.nf, lp.pe * eng.threshold_width)
+            tbits, tbram = (0, 0) if lv.thresholds is None else _memory_bits(eng.threshold_classes * eng.nf, lp.pe * eng.threshold_width)
             ibits, ibram = _memory_bits(2 * eng.sf, lp.simd * lv.in_bits)
             lane = lp.simd * lv.in_bits if lv.integer else lp.simd
             lut = lp.pe * (lane + 2 * acc + 8) + 24

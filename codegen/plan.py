@@ -20,6 +20,7 @@ from typing import Union
 
 import numpy as np
 
+from ..hdl.folded import position_threshold_classes
 from ..models import Conv2d, Flatten, FlattenOrder, MaxPool2d, Model, Padding
 from ..sim.mst import MstSchedule, plan_mst
 from .config import ConfigError, Engine, GenConfig, LayerChoice
@@ -45,7 +46,9 @@ class MatVec:
 
     ``weights`` (N, K) bool with columns in the order the vector streams in; ``thresholds`` the
     popcount-domain ``T`` (binary layers) or dot-domain ``t`` (integer layer), None for the
-    output layer; ``index`` the IR layer it comes from; ``positions`` the vectors per image.
+    output layer; ``index`` the IR layer it comes from; ``positions`` the vectors per image;
+    ``position_classes`` (zero-padded binary convolutions only) the threshold row of each output
+    position, ``thresholds`` then holding one row of ``T`` per class.
     """
 
     index: int
@@ -56,6 +59,9 @@ class MatVec:
     in_bits: int  # bits per input element (1 for binary layers)
     in_signed: bool
     positions: int = 1
+    # zero-padded binary conv: the threshold row (class) of each output position, raster order;
+    # ``thresholds`` is then (classes, N)
+    position_classes: np.ndarray | None = None
 
     @property
     def n(self) -> int:
@@ -167,9 +173,9 @@ def lower_layers(model: Model) -> list[MatVec | WindowSpec | PoolSpec | GatherSp
     Raises
     ------
     ConfigError
-        For what the hardware cannot express exactly yet, naming the layer: a zero-padded binary
-        convolution (its number of valid taps varies per position), and a ±1 padding an
-        unsigned integer input cannot hold.
+        For what the hardware cannot express exactly, naming the layer: a ±1 padding an unsigned
+        integer input cannot hold. (A zero-padded binary convolution, whose valid taps vary per
+        position, gets per-position threshold classes, :attr:`MatVec.position_classes`.)
     """
     out: list = []
     perm = None
@@ -200,11 +206,7 @@ def lower_layers(model: Model) -> list[MatVec | WindowSpec | PoolSpec | GatherSp
                         f"which the {'signed' if model.input.signed else 'unsigned'} {model.input.bits}-bit input cannot hold"
                     )
             else:
-                if layer.padded and layer.padding is Padding.ZERO:
-                    raise ConfigError(
-                        f"{layer.where(i)}: zero padding of a binary convolution varies the valid taps per position; "
-                        "the engines do not build per-position thresholds yet (use +1 or -1 padding, or none)"
-                    )
+                # zero padding: padded taps stream as bit 0 and per-position thresholds undo them
                 pad_value = 1 if layer.padding is Padding.PLUS_ONE else 0
             out.append(
                 WindowSpec(
@@ -216,8 +218,12 @@ def lower_layers(model: Model) -> list[MatVec | WindowSpec | PoolSpec | GatherSp
         if perm is not None:
             w2 = w2[:, perm]
             perm = None
+        classes = None
         if layer.thresholds is None:
             thr = None
+        elif not integer and isinstance(layer, Conv2d) and layer.padded and layer.padding is Padding.ZERO:
+            # padded taps stream as bit 0; the valid taps per position decide its threshold row
+            thr, classes = position_threshold_classes(layer.position_thresholds(in_shape))
         elif integer:
             thr = np.asarray(layer.thresholds, dtype=np.int64)
         else:
@@ -234,6 +240,7 @@ def lower_layers(model: Model) -> list[MatVec | WindowSpec | PoolSpec | GatherSp
                 in_bits=model.input.bits if integer else 1,
                 in_signed=model.input.signed if integer else False,
                 positions=positions,
+                position_classes=classes,
             )
         )
     return out
@@ -281,6 +288,11 @@ def plan_folding(layers: list[MatVec], config: GenConfig) -> list[tuple[MatVec, 
         ch = choices[lv.index]
         if ch.engine is Engine.UNROLLED and lv.integer:
             raise ConfigError(f"layer {lv.index} ({lv.name}): the integer input layer has a folded engine only, not 'unrolled'")
+        if ch.engine is Engine.UNROLLED and lv.position_classes is not None:
+            raise ConfigError(
+                f"layer {lv.index} ({lv.name}): a zero-padded binary convolution needs per-position thresholds, "
+                "which only the folded engine has; fold it (or use +1/-1 padding to unroll it)"
+            )
         if ch.engine is Engine.UNROLLED and (ch.pe is not None or ch.simd is not None):
             raise ConfigError(f"layer {lv.index} ({lv.name}): pe/simd apply to folded engines, not to an unrolled one")
         for name, limit in (("pe", lv.n), ("simd", lv.k)):

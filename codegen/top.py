@@ -53,7 +53,7 @@ def build_engine(lp: LayerPlan):
         parent = None if sch is None else sch.parent
         inverted = None if sch is None else sch.inverted
         return UnrolledDense(lv.weights, lv.thresholds, parent, inverted)
-    return FoldedDense(lv.weights, lv.thresholds, pe=lp.pe, simd=lp.simd)
+    return FoldedDense(lv.weights, lv.thresholds, pe=lp.pe, simd=lp.simd, position_classes=lv.position_classes)
 
 
 def _width(port) -> int:

@@ -67,7 +67,7 @@ class FoldedEngine(wiring.Component):
     _acc_signed: bool
     _threshold_domain: str
 
-    def __init__(self, weights, thresholds=None, *, pe: int, simd: int):
+    def __init__(self, weights, thresholds=None, *, pe: int, simd: int, position_classes=None):
         self._pe = positive_int(pe, "pe")
         self._simd = positive_int(simd, "simd")
         w = np.asarray(weights)
@@ -80,18 +80,34 @@ class FoldedEngine(wiring.Component):
         self._weights = np.array(w, dtype=np.bool_, copy=True)
         self._weights.flags.writeable = False
         n, _ = self._weights.shape
+        self._classes = None
+        if position_classes is not None:
+            pc = np.asarray(position_classes)
+            if pc.ndim != 1 or pc.size < 1 or not np.issubdtype(pc.dtype, np.integer) or pc.dtype == np.bool_ or pc.min() < 0:
+                raise ValueError(
+                    f"position_classes must be a non-empty 1-D array of integers >= 0 (one per vector of an "
+                    f"image), got dtype {pc.dtype} shape {pc.shape}"
+                )
+            if thresholds is None:
+                raise ValueError("position_classes select rows of thresholds; the output layer has none")
+            self._classes = tuple(int(c) for c in pc.tolist())
+        classes = 1 if self._classes is None else max(self._classes) + 1
         if thresholds is None:
             self._thresholds = None
         else:
             t = np.asarray(thresholds)
-            if t.shape != (n,):
-                raise ValueError(f"thresholds must have shape ({n},), one per output channel, got {t.shape}")
-            values = t.tolist()
+            want = (n,) if self._classes is None else (classes, n)
+            if t.shape != want:
+                what = "one per output channel" if self._classes is None else "a row of N per position class"
+                raise ValueError(f"thresholds must have shape {want}, {what}, got {t.shape}")
+            values = t.reshape(-1).tolist()
             for v in values:
                 if isinstance(v, bool) or not isinstance(v, numbers.Integral):
                     raise ValueError(f"thresholds must be integers ({self._threshold_domain}), not {v!r}")
             # Python ints: exact for any int64 (or larger) value; only the clamped value is stored.
+            # Class-major: class c's threshold of channel n is entry c*N + n.
             self._thresholds = tuple(int(v) for v in values)
+        self._n_classes = classes
         super().__init__({
             "i_stream": In(stream.Signature(self._element_bits * self._simd)),
             "o_stream": Out(stream.Signature(self.n * self.out_lane_width)),
@@ -165,22 +181,35 @@ class FoldedEngine(wiring.Component):
         """The clamped threshold per output channel (None for the output layer); the subclass's."""
         raise NotImplementedError
 
+    @property
+    def position_classes(self) -> tuple[int, ...] | None:
+        """The threshold class of each vector of an image (vectors counted modulo their number),
+        or None: one threshold per channel for every vector."""
+        return self._classes
+
+    @property
+    def threshold_classes(self) -> int:
+        """Rows of thresholds: ``max(position_classes) + 1``, or 1."""
+        return self._n_classes
+
     def threshold_rows(self) -> list[int] | None:
-        """Threshold memory image: row ``nf``, lane ``pe`` at ``[pe*Wt, (pe+1)*Wt)`` (two's
-        complement when the accumulators are signed); pad lanes 0."""
+        """Threshold memory image: row ``c*NF + nf`` (class ``c``, 0 without position classes),
+        lane ``pe`` at ``[pe*Wt, (pe+1)*Wt)`` (two's complement when the accumulators are
+        signed); pad lanes 0."""
         stored = self.stored_thresholds()
         if stored is None:
             return None
         wt = self.threshold_width
         mask = (1 << wt) - 1
         rows = []
-        for f in range(self.nf):
-            row = 0
-            for lane in range(self._pe):
-                ch = f * self._pe + lane
-                if ch < self.n:
-                    row |= (stored[ch] & mask) << (lane * wt)
-            rows.append(row)
+        for c in range(self._n_classes):
+            for f in range(self.nf):
+                row = 0
+                for lane in range(self._pe):
+                    ch = f * self._pe + lane
+                    if ch < self.n:
+                        row |= (stored[c * self.n + ch] & mask) << (lane * wt)
+                rows.append(row)
         return rows
 
     def decode_output(self, payload: int) -> np.ndarray:
@@ -222,7 +251,7 @@ class FoldedEngine(wiring.Component):
         t_rd = None
         if not self.output_layer:
             m.submodules.tmem = tmem = Memory(
-                shape=pe * self.threshold_width, depth=nf, init=self.threshold_rows()
+                shape=pe * self.threshold_width, depth=self._n_classes * nf, init=self.threshold_rows()
             )
             t_rd = tmem.read_port()
 
@@ -303,7 +332,24 @@ class FoldedEngine(wiring.Component):
         x_chunk = Signal(eb * simd, name="x_chunk")
         m.d.comb += x_chunk.eq(x_rd.data)
         chunk_sums = self._chunk_sums(m, x_chunk, w_rd.data)
-        if t_rd is not None:
+        if t_rd is not None and self._classes is not None:
+            # The vector counter f_p (modulo the vectors per image) picks the threshold class:
+            # a_taddr = class(f_p) * NF + f_n is registered with a_nf, so the threshold row
+            # arrives in stage B exactly as without classes.
+            npos = len(self._classes)
+            f_p = Signal(range(npos), name="f_p")
+            with m.If(issue & issue_final):
+                m.d.sync += f_p.eq(Mux(f_p == npos - 1, 0, f_p + 1))
+            m.submodules.tbase = tbase = Memory(
+                shape=unsigned(max(1, (self._n_classes * nf - 1).bit_length())), depth=npos, init=[c * nf for c in self._classes]
+            )
+            tb_rd = tbase.read_port(domain="comb")
+            a_taddr = Signal(range(self._n_classes * nf), name="a_taddr")
+            m.d.comb += tb_rd.addr.eq(f_p)
+            with m.If(~stall):
+                m.d.sync += a_taddr.eq(tb_rd.data + f_n)
+            m.d.comb += [t_rd.addr.eq(a_taddr), t_rd.en.eq(~stall)]
+        elif t_rd is not None:
             m.d.comb += [t_rd.addr.eq(a_nf), t_rd.en.eq(~stall)]
 
         # -- stage B: registered chunk sums; accumulate; threshold ----------------------------

@@ -32,6 +32,11 @@ Datapath
   activation bits cleared to 0 their XNOR is 0, so ``p`` counts exactly the ``K`` real bits.
 * Threshold memory (hidden layers only): ``NF`` rows of ``PE`` lanes of ``ceil(log2(K+2))`` bits,
   holding ``clamp(T, 0, K+1)`` (exact: ``p`` lies in ``[0, K]``); pad lanes hold 0.
+* Position classes (optional, for a zero-padded convolution whose valid taps vary per output
+  position): ``C`` threshold sets, ``C * NF`` rows (class-major), and a ROM of each vector's class
+  ``class(v) * NF`` indexed by a counter of issued vectors modulo the ``P`` vectors of an image;
+  the threshold row address ``class * NF + nf`` is registered beside ``nf``, so the cycle
+  behaviour below is unchanged.
 * Pipeline: issue (addresses) -> A (memory data; XNOR + per-lane popcount tree) -> B (registered
   chunk popcounts; accumulate, threshold) -> output register. Per-fold results are shifted into
   a result register; the last fold of a vector loads the whole vector into the output register.
@@ -91,7 +96,23 @@ from bnnfab.models import Conv2d, Dense, Padding
 
 from ._folding import FoldedEngine, sum_tree
 
-__all__ = ["FoldedDense"]
+__all__ = ["FoldedDense", "position_threshold_classes"]
+
+
+def position_threshold_classes(per_position) -> tuple[np.ndarray, np.ndarray]:
+    """``(rows, classes)`` of a ``(P, N)`` per-position threshold table: its distinct rows
+    ``(C, N)`` in first-appearance order and the class of each position ``(P,)``, so that
+    ``rows[classes] == per_position``. A 3x3 convolution with one pixel of padding has at most 9
+    classes (corners, edges, interior) however large the map."""
+    t = np.asarray(per_position)
+    if t.ndim != 2 or t.shape[0] < 1:
+        raise ValueError(f"per-position thresholds must be a (P, N) array with P >= 1, got shape {t.shape}")
+    _, first, inverse = np.unique(t, axis=0, return_index=True, return_inverse=True)
+    order = np.argsort(first, kind="stable")  # classes numbered by first appearance: deterministic
+    rank = np.empty_like(order)
+    rank[order] = np.arange(order.size)
+    classes = rank[inverse.reshape(-1)]
+    return np.ascontiguousarray(t[np.sort(first)]), classes.astype(np.int64)
 
 
 class FoldedDense(FoldedEngine):
@@ -123,20 +144,25 @@ class FoldedDense(FoldedEngine):
     _threshold_domain = "popcount domain"
 
     @classmethod
-    def from_layer(cls, layer: Dense | Conv2d, *, pe: int, simd: int) -> "FoldedDense":
+    def from_layer(cls, layer: Dense | Conv2d, *, pe: int, simd: int, in_shape=None) -> "FoldedDense":
         """Engine for an IR layer, converting dot-domain thresholds ``t`` to ``T = ceil((t+K)/2)``.
 
-        A :class:`Conv2d` is accepted when every output position sees all ``K`` taps (no pads, or
-        ±1 padding supplied by the window generator); the engine then runs once per position on
-        the ``(ky, kx, c)``-flattened window.
+        A :class:`Conv2d` runs once per output position on the ``(ky, kx, c)``-flattened window,
+        padded taps holding the padding's bit (the window generator's job). A zero-padded one needs
+        ``in_shape`` ``(H, W, C)``: its valid taps vary per position, so the engine gets one
+        threshold row per distinct row of :meth:`Conv2d.position_thresholds` and the class of
+        each output position (raster order).
         """
         if not isinstance(layer, (Dense, Conv2d)):
             raise ValueError(f"from_layer takes a Dense or Conv2d layer, not {type(layer).__name__}")
-        if isinstance(layer, Conv2d) and layer.padded and layer.padding is Padding.ZERO:
-            raise ValueError(
-                f"{layer.where()}: zero padding varies the number of valid taps per position; "
-                "a fixed popcount threshold cannot express it"
-            )
+        if isinstance(layer, Conv2d) and layer.padded and layer.padding is Padding.ZERO and layer.thresholds is not None:
+            if in_shape is None:
+                raise ValueError(
+                    f"{layer.where()}: zero padding varies the number of valid taps per position; "
+                    "pass in_shape=(H, W, C) for per-position thresholds"
+                )
+            rows, classes = position_threshold_classes(layer.position_thresholds(tuple(in_shape)))
+            return cls(layer.weights_2d, rows, pe=pe, simd=simd, position_classes=classes)
         thresholds = None
         if layer.thresholds is not None:
             k = layer.k

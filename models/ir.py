@@ -588,6 +588,35 @@ class Conv2d(_Compute):
     def padded(self) -> bool:
         return any(self.pads)
 
+    def position_thresholds(self, in_shape: tuple[int, int, int]) -> np.ndarray:
+        """Popcount-domain thresholds per output position, shape ``(Ho*Wo, N)`` int64, raster order.
+
+        The popcount ``p`` runs over all ``K`` taps with every padded tap holding the padding's
+        bit (design.md §2): bit 1 for ``+1`` padding, bit 0 otherwise. For ``+1``/``-1`` padding
+        or no pads every row is :meth:`popcount_thresholds`. For ``ZERO`` padding the test
+        ``dot_valid >= t`` over the valid taps becomes ``p >= ceil((t + K - S) / 2)``, with ``S``
+        the sum of the ±1 weights over the position's padded taps (each holds bit 0, i.e. -1, so
+        ``dot = dot_valid - S`` and ``dot = 2p - K``). Clipped to ``[0, K + 1]``, the same test for
+        ``0 <= p <= K``.
+        """
+        if self.thresholds is None:
+            raise ModelError(f"{self.where()}: the output layer has no thresholds")
+        ho, wo, _ = self.out_shape(in_shape)
+        t = np.clip(self.thresholds, -self.k - 1, self.k + 1)[None, :]
+        if self.padding is Padding.ZERO and self.padded:
+            h, w, _ = in_shape
+            kh, kw = self.kernel
+            sh, sw = self.stride
+            top, left, _, _ = self.pads
+            rows = np.arange(ho)[:, None] * sh - top + np.arange(kh)[None, :]  # (Ho, kh) input row of each tap
+            cols = np.arange(wo)[:, None] * sw - left + np.arange(kw)[None, :]  # (Wo, kw)
+            padded = ((rows < 0) | (rows >= h))[:, None, :, None] | ((cols < 0) | (cols >= w))[None, :, None, :]
+            tap_sum = np.where(self.weights, 1, -1).astype(np.int64).sum(axis=3)  # (N, kh, kw)
+            s = np.einsum("yxab,nab->yxn", padded.astype(np.int64), tap_sum).reshape(ho * wo, self.n)
+        else:
+            s = np.zeros((ho * wo, self.n), dtype=np.int64)
+        return np.clip(-((-(t + self.k - s)) // 2), 0, self.k + 1)
+
     def out_shape(self, in_shape: tuple[int, ...], index: int | None = None) -> tuple[int, ...]:
         where = self.where(index)
         if len(in_shape) != 3:

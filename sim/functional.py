@@ -68,24 +68,6 @@ def _clip_thresholds(t: np.ndarray, k: int) -> np.ndarray:
     return np.clip(t, 0, k + 1).astype(np.int32)
 
 
-def _pad_tap_sums(layer: Conv2d, in_shape: tuple[int, int, int]) -> np.ndarray:
-    """S[pos, n]: sum of the ±1 weights over the taps of output position ``pos`` that fall in the
-    padding. Shape (Ho*Wo, N), int64."""
-    h, w, _ = in_shape
-    kh, kw = layer.kernel
-    sh, sw = layer.stride
-    top, left, bottom, right = layer.pads
-    ho = (h + top + bottom - kh) // sh + 1
-    wo = (w + left + right - kw) // sw + 1
-    rows = np.arange(ho)[:, None] * sh - top + np.arange(kh)[None, :]  # (Ho, kh) input row of each tap
-    cols = np.arange(wo)[:, None] * sw - left + np.arange(kw)[None, :]  # (Wo, kw)
-    row_out = (rows < 0) | (rows >= h)
-    col_out = (cols < 0) | (cols >= w)
-    padded = row_out[:, None, :, None] | col_out[None, :, None, :]  # (Ho, Wo, kh, kw)
-    tap_sum = np.where(layer.weights, 1, -1).astype(np.int64).sum(axis=3)  # (N, kh, kw)
-    return np.einsum("yxab,nab->yxn", padded.astype(np.int64), tap_sum).reshape(ho * wo, layer.n)
-
-
 class _Prepared:
     """Per-layer constants computed once per model: packed weights, popcount thresholds."""
 
@@ -108,10 +90,7 @@ class _Prepared:
         if layer.thresholds is None:
             self.thr = None
         elif isinstance(layer, Conv2d) and layer.padding is Padding.ZERO and layer.padded:
-            s = _pad_tap_sums(layer, self.in_shape)
-            # dot_valid lies in [-K, K]: clipping t keeps every test and avoids int64 overflow
-            t = np.clip(layer.thresholds, -self.k - 1, self.k + 1)[None, :]
-            self.thr = _clip_thresholds(-((-(t + self.k - s)) // 2), self.k)
+            self.thr = _clip_thresholds(layer.position_thresholds(self.in_shape), self.k)
         else:
             self.thr = _clip_thresholds(layer.popcount_thresholds()[None, :], self.k)
         if isinstance(layer, Conv2d):

@@ -339,12 +339,80 @@ def test_errors_name_the_rule_and_value(kwargs, message):
         FoldedDense(**kwargs)
 
 
-def test_from_layer_rejects_zero_padded_conv():
+def test_from_layer_zero_padded_conv_needs_the_map_shape():
     conv = Conv2d(np.ones((2, 3, 3, 1), bool), np.zeros(2, np.int64), pads=(1, 1, 1, 1), padding=Padding.ZERO)
-    with pytest.raises(ValueError, match="zero padding varies the number of valid taps"):
+    with pytest.raises(ValueError, match="zero padding varies the number of valid taps.*in_shape"):
         FoldedDense.from_layer(conv, pe=1, simd=1)
+    dut = FoldedDense.from_layer(conv, pe=1, simd=4, in_shape=(4, 5, 1))
+    # all-ones weights: the class is the number of padded taps (corner 5, edge 3, interior 0)
+    assert dut.threshold_classes == 3 and len(dut.position_classes) == 20
     ok = Conv2d(np.ones((2, 3, 3, 1), bool), np.zeros(2, np.int64), pads=(1, 1, 1, 1), padding=Padding.MINUS_ONE)
     assert FoldedDense.from_layer(ok, pe=1, simd=4).k == 9
+    with pytest.raises(ValueError, match=r"thresholds must have shape \(2, 2\), a row of N per position class"):
+        FoldedDense(np.ones((2, 3), bool), [1, 2], pe=1, simd=1, position_classes=[0, 1, 0])
+    with pytest.raises(ValueError, match="position_classes must be a non-empty 1-D array"):
+        FoldedDense(np.ones((2, 3), bool), [[1, 2]], pe=1, simd=1, position_classes=[[0]])
+
+
+def naive_zero_padded_conv(conv: Conv2d, x: np.ndarray) -> np.ndarray:
+    """(H, W, C) bools -> (Ho*Wo, N) outputs: ``dot over the valid taps >= t``, ±1 integers with
+    padded taps 0 (the IR's zero padding, written independently of position_thresholds)."""
+    h, w, c = x.shape
+    kh, kw = conv.kernel
+    sh, sw = conv.stride
+    top, left, bottom, right = conv.pads
+    xp = np.zeros((h + top + bottom, w + left + right, c), np.int64)
+    xp[top : top + h, left : left + w] = pm1(x)
+    ho, wo = (xp.shape[0] - kh) // sh + 1, (xp.shape[1] - kw) // sw + 1
+    wt = pm1(conv.weights)  # (N, kh, kw, C)
+    out = []
+    for y in range(ho):
+        for xx in range(wo):
+            patch = xp[y * sh : y * sh + kh, xx * sw : xx * sw + kw]
+            out.append(np.einsum("abc,nabc->n", patch, wt) >= conv.thresholds)
+    return np.array(out)
+
+
+@pytest.mark.parametrize("shape,kernel,stride,pads,pe,simd,stalls", [
+    ((4, 5, 2), (3, 3), (1, 1), (1, 1, 1, 1), 2, 5, ("random", "random")),
+    ((5, 4, 3), (3, 2), (2, 1), (2, 0, 1, 1), 3, 4, ("bursty", "random")),
+    ((3, 3, 1), (2, 2), (1, 2), (1, 1, 0, 1), 1, 1, ("random", "bursty")),
+])
+def test_zero_padded_conv_per_position_thresholds(shape, kernel, stride, pads, pe, simd, stalls):
+    """A zero-padded binary convolution: windows stream with padded taps at bit 0 (as the window
+    generator emits them); the engine's per-position threshold classes make every output equal
+    the valid-taps-only reference, over several images (the position counter wraps), with the
+    plain engine's cycle behaviour."""
+    rng = np.random.default_rng(zlib.crc32(repr((shape, kernel, pads)).encode()))
+    h, w, c = shape
+    n = 5
+    k = kernel[0] * kernel[1] * c
+    t = rng.integers(-k // 2, k // 2 + 1, size=n)
+    t[0] = -k  # always fires over the full window, not over a corner's few valid taps
+    conv = Conv2d(rng.random((n, *kernel, c)) < 0.5, t.astype(np.int64), stride=stride, pads=pads, padding=Padding.ZERO)
+    dut = FoldedDense.from_layer(conv, pe=pe, simd=simd, in_shape=shape)
+    assert dut.threshold_classes > 1
+    images = rng.random((3, h, w, c)) < 0.5
+    top, left, bottom, right = pads
+    kh, kw = kernel
+    vectors = []
+    for x in images:
+        xp = np.zeros((h + top + bottom, w + left + right, c), bool)  # pad bit 0
+        xp[top : top + h, left : left + w] = x
+        ho, wo = (xp.shape[0] - kh) // stride[0] + 1, (xp.shape[1] - kw) // stride[1] + 1
+        for y in range(ho):
+            for xx in range(wo):
+                vectors.append(xp[y * stride[0] : y * stride[0] + kh, xx * stride[1] : xx * stride[1] + kw].reshape(-1))
+    want = np.concatenate([naive_zero_padded_conv(conv, x) for x in images])
+    nv = len(vectors)
+    beats = [b for v in vectors for b in beats_of(v, 1, simd, rng)]
+    horizon = 3 * nv * (dut.cycles_per_vector + dut.sf + 4)
+    in_pat = stall_pattern(rng, stalls[0], horizon)
+    out_pat = stall_pattern(rng, stalls[1], horizon)
+    accepts, emits, payloads = run_bench(dut, lambda ctx: drive(ctx, dut, beats, nv, in_pat, out_pat))
+    assert [fields_of(p, n, 1) for p in payloads] == [[int(e) for e in row] for row in want]
+    ref_accepts, ref_emits = folded_cycle_reference(dict(n=n, k=k, pe=pe, simd=simd), in_pat, out_pat, nv)
+    assert (accepts, emits) == (ref_accepts, ref_emits)
 
 
 def _verilog(seed: int = 5) -> str:

@@ -142,13 +142,15 @@ def test_generated_verilog_is_deterministic():
     assert generate(model, cfg).verilog == generate(model, cfg).verilog
 
 
-def test_zero_padded_binary_conv_is_refused_with_a_clear_message():
+def test_zero_padded_binary_conv_limits_are_refused_with_a_clear_message():
+    """Zero-padded binary convolutions get per-position thresholds in the folded engine only."""
     model = Model(
         InputSpec((4, 4, 1), bits=1),
         (Conv2d(np.zeros((2, 3, 3, 1), bool), [0, 0], pads=1, name="c0"), Flatten(), Dense(np.zeros((2, 32), bool))),
     )
-    with pytest.raises(ConfigError, match="layer 0 \\(conv 'c0'\\): zero padding of a binary convolution"):
-        make_plan(model)
+    make_plan(model)  # folded: fine
+    with pytest.raises(ConfigError, match="layer 0 \\(c0\\): a zero-padded binary convolution needs per-position thresholds"):
+        make_plan(model, GenConfig(layers={0: LayerChoice(engine=Engine.UNROLLED)}))
 
 
 def _random_cnn(rng, h, w, c, bits, signed, pad_mode, chw, pool):
@@ -164,7 +166,7 @@ def _random_cnn(rng, h, w, c, bits, signed, pad_mode, chw, pool):
         shape = layers[-1].out_shape(shape)
     n2 = int(rng.choice([4, 9]))
     conv2 = Conv2d(rng.random((n2, 2, 2, n1)) < 0.5, rng.integers(-6, 7, n2), pads=(1, 0, 0, 1) if pad_mode != "none" else 0,
-                   padding="+1" if pad_mode == "+1" else "-1", stride=(1, 2), name="c2")
+                   padding={"+1": "+1", "zero": "zero"}.get(pad_mode, "-1"), stride=(1, 2), name="c2")
     shape = conv2.out_shape(shape)
     layers += [conv2, Flatten(order="chw" if chw else "hwc")]
     k = int(np.prod(shape))
@@ -172,13 +174,14 @@ def _random_cnn(rng, h, w, c, bits, signed, pad_mode, chw, pool):
     return Model(spec, tuple(layers))
 
 
-@pytest.mark.parametrize("seed", range(4))
+@pytest.mark.parametrize("seed", range(6))
 def test_random_conv_nets(seed):
+    """Seeds 4 and 5 zero-pad the binary convolution c2 (per-position threshold classes)."""
     rng = np.random.default_rng(50 + seed)
     model = _random_cnn(
         rng, h=int(rng.integers(4, 7)), w=int(rng.integers(4, 7)), c=int(rng.choice([1, 2, 3])),
-        bits=int(rng.choice([2, 4, 8])), signed=bool(seed % 2), pad_mode=["+1", "-1", "none", "+1"][seed],
-        chw=seed < 2, pool=seed != 1,
+        bits=int(rng.choice([2, 4, 8])), signed=bool(seed % 2), pad_mode=["+1", "-1", "none", "+1", "zero", "zero"][seed],
+        chw=seed < 2 or seed == 4, pool=seed not in (1, 5),
     )
     choices = {}
     conv2 = [i for i, l in model.compute_layers if l.name == "c2"][0]

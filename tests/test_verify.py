@@ -13,7 +13,7 @@ from bnnfab.cli import main
 from bnnfab.codegen.config import Engine, GenConfig, LayerChoice
 from bnnfab.codegen.generate import generate, write_design
 from bnnfab.codegen.verify import VerifyError, load_design_dir, verify_design
-from bnnfab.models import Dense, InputSpec, Model, zoo
+from bnnfab.models import Conv2d, Dense, Flatten, InputSpec, Model, zoo
 from bnnfab.models.datasets import load_dataset
 
 pytestmark = pytest.mark.rtl
@@ -66,6 +66,20 @@ def test_random_mlp_mixed_engines(icarus, rtl_build_root, tmp_path, seed):
     layers = {1: LayerChoice(engine=Engine.FOLDED, pe=5, simd=6), 2: LayerChoice(engine=Engine.UNROLLED, mst_depth=None if seed else 1)}
     design = _design(tmp_path, model, GenConfig(layers=layers, target_cycles=16))
     report = verify_design(design, x, simulator="icarus", seed=seed, build_dir=rtl_build_root)
+    assert report.passed, report.summary()
+
+
+def test_zero_padded_binary_conv_net(icarus, rtl_build_root, tmp_path):
+    """Both convolutions zero-padded (the binary one through per-position threshold classes)."""
+    rng = np.random.default_rng(7)
+    spec = InputSpec((5, 6, 2), bits=4)
+    c1 = Conv2d(rng.random((6, 3, 3, 2)) < 0.5, rng.integers(0, 30, 6), pads=1, padding="zero")
+    c2 = Conv2d(rng.random((7, 3, 3, 6)) < 0.5, rng.integers(-8, 9, 7), pads=(1, 2, 1, 0), stride=(1, 2), padding="zero")
+    shape = c2.out_shape(c1.out_shape(spec.shape))
+    model = Model(spec, (c1, c2, Flatten(), Dense(rng.random((4, int(np.prod(shape)))) < 0.5)))
+    x = rng.integers(0, 16, size=(4, 5, 6, 2))
+    design = _design(tmp_path, model, GenConfig(target_cycles=64))
+    report = verify_design(design, x, simulator="icarus", seed=2, build_dir=rtl_build_root)
     assert report.passed, report.summary()
 
 

@@ -15,7 +15,8 @@
 
 ``conv_padding`` chooses what the padded border of the *binary* convolutions holds: ``"zero"``
 (the default: padded taps contribute nothing), ``"-1"`` or ``"+1"`` (a constant activation that
-counts in ``K``; the hardware generator builds these, not zero-padded binary convolutions). A
+counts in ``K``: one threshold per channel; zero-padded binary convolutions need per-position
+threshold classes in the folded engine and cannot be unrolled). A
 first convolution on integer pixels always zero-pads (a pixel value of 0).
 
 Every hidden layer is compute -> :class:`~.layers.SignBatchNorm` (-> max-pool); the output
