@@ -376,6 +376,7 @@ def cmd_import(args) -> int:
 
 def cmd_build(args) -> int:
     from .boards.build import BuildError, plan_build, run_build
+    from .boards.clocking import plan_clock
     from .boards.platforms import UnknownBoardError
     from .codegen.config import ConfigError
     from .codegen.generate import generate, write_design
@@ -385,7 +386,8 @@ def cmd_build(args) -> int:
     try:
         design = generate(model, _gen_config(args))
         write_design(design, out / "design")
-        info = plan_build(design, args.board, out, baud=args.baud)
+        info = plan_build(design, args.board, out, baud=args.baud, clock_mhz=args.clock_mhz)
+        print(plan_clock(args.board, args.clock_mhz).describe())
         if args.no_run:
             print(f"wrote the {args.board} build plan into {out} (run it later, or without --no-run)")
             return 0
@@ -396,6 +398,15 @@ def cmd_build(args) -> int:
     _print_table(table.drop(columns=[c for c in ("bitstream",) if c in table.columns]))
     print(f"wrote {result.bitstream}")
     return 0
+
+
+def cmd_run_board(args) -> int:
+    from .boards.run import RunBoardError, run
+
+    try:
+        return run(args)
+    except RunBoardError as exc:
+        raise CliError(str(exc)) from None
 
 
 def cmd_report(args) -> int:
@@ -566,8 +577,22 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--baud", type=_positive, default=115200, help="host link baud rate (default 115200)")
     p.add_argument("--no-run", action="store_true", help="write the build plan and files without running the tools")
     p.add_argument("--allow-timing-fail", action="store_true", help="keep a bitstream whose Fmax is below the board clock")
+    p.add_argument(
+        "--clock-mhz", type=float, default=None, metavar="F",
+        help="run the accelerator at F MHz through the board's PLL (default: the board oscillator, 12 MHz iCEBreaker, "
+        "25 MHz ULX3S); the achieved clock, within 1%%, is printed next to the request",
+    )
     _add_gen_options(p, mst_help="MST depth limit of unrolled layers (default 4)")
     p.set_defaults(func=cmd_build)
+
+    from .boards.run import add_arguments as add_run_board_arguments  # light: no Amaranth at import
+
+    p = sub.add_parser(
+        "run-board",
+        help="classify a dataset on a board over its UART link: accuracy, images/s, every answer checked against the simulator",
+    )
+    add_run_board_arguments(p)
+    p.set_defaults(func=cmd_run_board)
 
     from .codegen.report_html import add_arguments as add_report_arguments  # light: no matplotlib/amaranth at import
 

@@ -18,8 +18,14 @@ folding that would fit (a larger ``--target-cycles``). nextpnr runs with ``--tim
 that a slow design still reports its Fmax; :func:`run_build` then raises :class:`TimingError`
 unless ``require_timing=False``.
 
-Limits: no PLL (the design runs at the board oscillator: 12 MHz iCEBreaker, 25 MHz ULX3S); the
-Arty A7 has no open flow installable here, so it is plan only (Verilog, XDC, Vivado Tcl).
+Clock: the board oscillator (12 MHz iCEBreaker, 25 MHz ULX3S) unless ``plan_build(...,
+clock_mhz=F)`` asks for another frequency; then the board top instantiates the family's PLL with
+the setting :func:`bnnfab.boards.clocking.plan_clock` finds, the design is constrained to (and
+the UART divisor computed from) the PLL's achieved frequency, and the reports give the requested
+clock next to it (``requested_clock_mhz``, ``clock_mhz``, ``fmax_mhz``).
+
+Limits: the Arty A7 has no open flow installable here, so it is plan only (Verilog, XDC, Vivado
+Tcl), and has no PLL support.
 """
 
 from __future__ import annotations
@@ -40,6 +46,7 @@ from pathlib import Path
 import pandas as pd
 
 from ..codegen.synth import parse_stat
+from .clocking import plan_clock
 from .platforms import Board, Flow, get_board
 from .top import DEFAULT_BAUD, DEFAULT_TIMEOUT_BITS, BoardTop
 
@@ -124,7 +131,7 @@ class BuildPlanInfo:
     files : tuple of str
         The plan's files, sorted.
     clock_hz : float
-        The clock the design runs at (the board oscillator; no PLL).
+        The clock the design runs at: the PLL's achieved frequency, or the board oscillator.
     baud : int
     digest : str
         Amaranth's build-plan digest (hex): equal digests, equal files.
@@ -132,6 +139,10 @@ class BuildPlanInfo:
         The design's ``GenConfig.target_cycles``.
     cycles_per_image : int
         Steady-state interval of the design (cycle model).
+    requested_clock_hz : float or None
+        The clock asked for (``clock_mhz``); the oscillator when none was.
+    pll : dict or None
+        The PLL setting (:meth:`~bnnfab.boards.clocking.Ice40Pll.to_json`), None without a PLL.
     """
 
     board: str
@@ -144,6 +155,8 @@ class BuildPlanInfo:
     digest: str
     target_cycles: int | None
     cycles_per_image: int
+    requested_clock_hz: float | None = None
+    pll: dict | None = None
 
     def to_json(self) -> dict:
         d = asdict(self)
@@ -178,7 +191,8 @@ def _builtin_yosys():
 
 
 def plan_build(design, board: str | Board, outdir: str | os.PathLike, *, baud: int = DEFAULT_BAUD,
-               timeout_bits: int = DEFAULT_TIMEOUT_BITS, name: str | None = None) -> BuildPlanInfo:
+               timeout_bits: int = DEFAULT_TIMEOUT_BITS, name: str | None = None,
+               clock_mhz: float | None = None) -> BuildPlanInfo:
     """Write the board build of ``design`` into ``outdir`` without running any tool.
 
     Parameters
@@ -193,6 +207,9 @@ def plan_build(design, board: str | Board, outdir: str | os.PathLike, *, baud: i
         UART link options (:class:`~bnnfab.boards.top.BoardTop`).
     name : str, optional
         Top-level name; default the design's (``GenConfig.name``).
+    clock_mhz : float, optional
+        Run the design at this clock through the board's PLL (module docstring); None or the
+        oscillator's frequency: no PLL.
 
     Returns
     -------
@@ -202,8 +219,10 @@ def plan_build(design, board: str | Board, outdir: str | os.PathLike, *, baud: i
     ------
     UnknownBoardError
         A board that is not supported.
+    ClockError
+        A ``clock_mhz`` the board's PLL cannot make within 1 % (a ValueError).
     ValueError
-        A baud rate the board clock cannot divide to within 2 %.
+        A baud rate the clock cannot divide to within 2 %.
     """
     from ..codegen.generate import timing_summary  # noqa: PLC0415 - heavy import, only here
 
@@ -211,7 +230,8 @@ def plan_build(design, board: str | Board, outdir: str | os.PathLike, *, baud: i
     name = design.name if name is None else name
     if not isinstance(name, str) or not name.isidentifier():
         raise ValueError(f"name must be a Verilog identifier, not {name!r}")
-    top = BoardTop(design.top, baud=baud, timeout_bits=timeout_bits, uart=b.uart)
+    clock = plan_clock(b, clock_mhz)
+    top = BoardTop(design.top, baud=baud, timeout_bits=timeout_bits, uart=b.uart, clock=clock.hook())
     platform = b.platform()
     with _builtin_yosys():
         plan = platform.build(top, name=name, do_build=False, **_nextpnr_overrides(b, name))
@@ -223,11 +243,13 @@ def plan_build(design, board: str | Board, outdir: str | os.PathLike, *, baud: i
         name=name,
         script=plan.script,
         files=tuple(sorted(plan.files)),
-        clock_hz=float(platform.default_clk_frequency),
+        clock_hz=clock.achieved_hz,
         baud=baud,
         digest=plan.digest(32).hex(),
         target_cycles=design.plan.config.target_cycles,
         cycles_per_image=int(timing_summary(design.blocks)["cycles_per_image"]),
+        requested_clock_hz=clock.requested_hz,
+        pll=None if clock.pll is None else clock.pll.to_json(),
     )
     (out / PLAN_FILE).write_text(json.dumps(info.to_json(), indent=2, sort_keys=True) + "\n")
     return info
@@ -247,6 +269,7 @@ def load_plan(outdir: str | os.PathLike) -> BuildPlanInfo:
         board=d["board"], outdir=out, name=d["name"], script=d["script"], files=tuple(d["files"]),
         clock_hz=float(d["clock_hz"]), baud=int(d["baud"]), digest=d["digest"],
         target_cycles=d["target_cycles"], cycles_per_image=int(d["cycles_per_image"]),
+        requested_clock_hz=d.get("requested_clock_hz"), pll=d.get("pll"),
     )
 
 
@@ -308,7 +331,11 @@ class BuildResult:
     pnr : dict
         nextpnr's cell type -> ``{"used", "available"}`` after place and route.
     fmax_mhz, clock_mhz : float
-        Achieved post-route Fmax and the requested (board) clock.
+        Achieved post-route Fmax and the clock the design runs at (the PLL's achieved frequency,
+        or the board oscillator), which is its timing constraint.
+    requested_clock_mhz : float or None
+        The clock asked for (``plan_build(clock_mhz=...)``); equal to ``clock_mhz`` unless the PLL
+        could not make it exactly.
     timing_met : bool
     seconds : float
         Wall time of the whole flow.
@@ -332,11 +359,13 @@ class BuildResult:
     seconds: float
     pnr: dict = field(default_factory=dict)
     files: dict = field(default_factory=dict)
+    requested_clock_mhz: float | None = None
 
     def row(self) -> dict:
         """One flat, pandas-friendly row (no nested fields)."""
         row = {k: getattr(self, k) for k in ("board", "device", "name", "luts", "carries", "ffs", "brams",
-                                              "dsps", "lut_equivalent", "fmax_mhz", "clock_mhz", "timing_met",
+                                              "dsps", "lut_equivalent", "fmax_mhz", "requested_clock_mhz",
+                                              "clock_mhz", "timing_met",
                                               "seconds")}
         for cell, use in sorted(self.pnr.items()):
             row[f"pnr_{cell}"] = use["used"]
@@ -523,13 +552,14 @@ def run_build(plan: BuildPlanInfo | str | os.PathLike, *, timeout: float | None 
         timing_met=fmax >= clock_mhz * (1 - 1e-6) and fmax > 0, seconds=round(seconds, 1), pnr=pnr,
         files={"log": log, "report_csv": out / REPORT_CSV, "report_json": out / REPORT_JSON, "stat": stat,
                "nextpnr_report": report, "nextpnr_log": tim},
+        requested_clock_mhz=round((info.requested_clock_hz or info.clock_hz) / 1e6, 6),
     )
     result.table().to_csv(out / REPORT_CSV, index=False, lineterminator="\n")
     (out / REPORT_JSON).write_text(json.dumps(result.to_dict(), indent=2, sort_keys=True) + "\n")
     if require_timing and not result.timing_met:
         raise TimingError(
-            f"{name!r} on {b.name!r} reaches {result.fmax_mhz} MHz, below the board clock of {clock_mhz} MHz "
-            f"(no PLL to slow it): shorten the critical path (a smaller --mst-depth, fewer PEs) "
+            f"{name!r} on {b.name!r} reaches {result.fmax_mhz} MHz, below its clock of {result.clock_mhz} MHz: "
+            f"lower --clock-mhz (the board's PLL), shorten the critical path (a smaller --mst-depth, fewer PEs) "
             f"or accept the risk with require_timing=False; bitstream {bitstream}", result)
     return result
 

@@ -15,7 +15,9 @@ constraints, the Vivado script) are written for a machine with Vivado.
 
 :class:`Resources` are the device totals used for the fit check before place and route, counted the
 way :mod:`bnnfab.codegen.synth` counts Yosys cells (LUT4s on iCE40/ECP5, LUT6s on Xilinx).
-No PLL is instantiated: designs run at the board oscillator's frequency.
+Designs run at the board oscillator's frequency unless ``bnnfab build --clock-mhz`` asks for
+another: then :mod:`bnnfab.boards.clocking` puts the family's PLL (iCE40 ``SB_PLL40_PAD``, ECP5
+``EHXPLLL``) in the board top; the Arty has no PLL support here.
 """
 
 from __future__ import annotations
@@ -90,7 +92,8 @@ class Board:
     flow : Flow
     resources : Resources
     clock_hz : float
-        The oscillator the design runs at (the platform's default clock; no PLL).
+        The oscillator (the platform's default clock): what the design runs at without a PLL, and
+        the PLL's input with one (:func:`bnnfab.boards.clocking.plan_clock`).
     uart : (str, int)
         The platform's UART resource (name, number), passed to :class:`~bnnfab.boards.top.BoardTop`.
     bitstream_ext : str or None

@@ -10,17 +10,19 @@
   ``sync`` domain's ``clk`` / ``rst``): what simulations and the cocotb bench
   (:mod:`bnnfab.boards.tb.uart_bench`) run, and what :class:`BoardTop` instantiates. It touches no
   pins.
-* :class:`BoardTop` is the only place that calls ``platform.request()``: it asks the platform for
-  its ``uart`` and as many ``led`` resources as there are LED bits, and runs on the platform's
-  default clock (``platform.default_clk``, whose frequency sets the UART divisor) unless a
-  ``clock`` hook makes the ``sync`` domain itself.
+* :class:`BoardTop` is the only place that calls ``platform.request()`` (itself or through its
+  ``clock`` hook): it asks the platform for its ``uart`` and as many ``led`` resources as there
+  are LED bits, and runs on the platform's default clock (``platform.default_clk``, whose
+  frequency sets the UART divisor) unless a ``clock`` hook makes the ``sync`` domain itself:
+  :class:`bnnfab.boards.clocking.PllClock` instantiates the board's PLL on the default clock pin
+  and holds ``sync`` in reset until the PLL locks; the UART divisor then comes from the PLL's
+  achieved frequency (``bnnfab build --clock-mhz``, :func:`bnnfab.boards.clocking.plan_clock`).
 
 LEDs: bits ``[0, index_width)`` show the class of the last OK response in binary, the next bit
 lights while the last response was a NACK. With fewer LEDs the low bits are shown.
 
-Not done here (real boards): no PLL is instantiated — the design runs at the board's oscillator
-frequency unless a ``clock`` hook is given; the hook is where a board's PLL goes. Board platforms,
-pin constraints and programming are the board files' business.
+Not done here (real boards): board platforms, pin constraints and programming are the board
+files' business; the PLL and its reset are :mod:`bnnfab.boards.clocking`'s.
 """
 
 from collections.abc import Callable
@@ -128,14 +130,17 @@ class BoardTop(Elaboratable):
     n_leds : int, optional
         LEDs to drive (default: class bits + 1); those the platform lacks are left out.
     clock : callable, optional
-        ``clock(m, platform) -> clk_hz``: adds the ``sync`` domain to ``m`` (a PLL, say) and
-        returns its frequency. Default: the platform's default clock, which Amaranth turns into
+        ``clock(m, platform) -> clk_hz``: adds the ``sync`` domain to ``m`` (a PLL, say:
+        :class:`~bnnfab.boards.clocking.PllClock`) and returns its frequency, from which the UART
+        divisor is computed. Default: the platform's default clock, which Amaranth turns into
         ``sync`` itself, at ``platform.default_clk_frequency``.
 
     Attributes
     ----------
     core : SimBoardTop or None
         After elaboration.
+    clk_hz : float or None
+        The ``sync`` frequency used for the UART divisor, after elaboration.
     """
 
     def __init__(self, accelerator: AcceleratorTop, *, baud: int = DEFAULT_BAUD,
@@ -148,6 +153,7 @@ class BoardTop(Elaboratable):
         self.n_leds = accelerator.format.index_width + 1 if n_leds is None else n_leds
         self.clock = clock
         self.core: SimBoardTop | None = None
+        self.clk_hz: float | None = None
 
     def elaborate(self, platform):
         if platform is None:
@@ -160,6 +166,7 @@ class BoardTop(Elaboratable):
             clk_hz = self.clock(m, platform)
         else:
             clk_hz = platform.default_clk_frequency
+        self.clk_hz = float(clk_hz)
         divisor = uart_divisor(clk_hz, self.baud)
         leds = []
         for i in range(self.n_leds):
