@@ -409,6 +409,16 @@ def cmd_run_board(args) -> int:
         raise CliError(str(exc)) from None
 
 
+def cmd_explore(args) -> int:
+    from .boards.explore import ExploreError, run
+
+    model = _load_model(args.model)
+    try:
+        return run(args, model, _gen_config(args))
+    except ExploreError as exc:
+        raise CliError(str(exc)) from None
+
+
 def cmd_report(args) -> int:
     from .codegen.report_html import ReportError, run
 
@@ -593,6 +603,17 @@ def build_parser() -> argparse.ArgumentParser:
     )
     add_run_board_arguments(p)
     p.set_defaults(func=cmd_run_board)
+
+    from .boards.explore import add_arguments as add_explore_arguments  # light: no pandas/dask at import
+
+    p = sub.add_parser(
+        "explore",
+        help="sweep folding and MST depth on a board (estimate, synth or build) in parallel on Dask: cached points, "
+        "a table and a Pareto plot",
+    )
+    add_explore_arguments(p)
+    _add_gen_options(p, mst_help="MST depth limit of unrolled layers, unless swept (default 4; 'none' = unlimited)")
+    p.set_defaults(func=cmd_explore)
 
     from .codegen.report_html import add_arguments as add_report_arguments  # light: no matplotlib/amaranth at import
 
