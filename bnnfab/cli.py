@@ -52,7 +52,9 @@ _whole = _int_type(0, "must be a whole number >= 0")
 _positive = _int_type(1, "must be a positive whole number")
 
 
-def _fold(text: str) -> tuple[int, int, int]:
+def _fold(text: str) -> tuple[int, int, int] | str:
+    if text.strip().lower() == "auto":
+        return "auto"
     try:
         layer, rest = text.split("=")
         pe, simd = rest.lower().split("x")
@@ -257,9 +259,28 @@ def cmd_mst(args) -> int:
     return 0
 
 
-def _gen_config(args):
+def _gen_config(args, model=None):
+    from .codegen.autofold import parse_fold_auto, plan_auto_fold
     from .codegen.config import ConfigError, Engine, GenConfig, LayerChoice
 
+    try:
+        auto = parse_fold_auto(args.fold)
+    except ConfigError as exc:
+        raise CliError(str(exc)) from None
+    if auto:
+        if args.unroll or args.target_cycles is not None:
+            raise CliError("--fold auto chooses every layer's engine and folding; drop --unroll/--target-cycles")
+        if getattr(args, "board", None) is None or model is None:
+            raise CliError("--fold auto needs a board (bnnfab build/explore --board B): its LUTs and block RAMs bound the design")
+        try:
+            res = plan_auto_fold(
+                model, args.board, clock_mhz=getattr(args, "clock_mhz", None),
+                base=GenConfig(mst_depth=args.mst_depth, mst=not args.no_mst, fifo_depth=args.fifo_depth),
+            )
+        except ConfigError as exc:
+            raise CliError(str(exc)) from None
+        print(res.summary())
+        return res.config
     layers: dict[int, LayerChoice] = {}
     try:
         for idx, pe, simd in args.fold or []:
@@ -384,7 +405,7 @@ def cmd_build(args) -> int:
     model = _load_model(args.model)
     out = Path(args.output)
     try:
-        design = generate(model, _gen_config(args))
+        design = generate(model, _gen_config(args, model))
         write_design(design, out / "design")
         info = plan_build(design, args.board, out, baud=args.baud, clock_mhz=args.clock_mhz)
         print(plan_clock(args.board, args.clock_mhz).describe())
@@ -414,7 +435,7 @@ def cmd_explore(args) -> int:
 
     model = _load_model(args.model)
     try:
-        return run(args, model, _gen_config(args))
+        return run(args, model, _gen_config(args, model))
     except ExploreError as exc:
         raise CliError(str(exc)) from None
 
@@ -492,7 +513,7 @@ def cmd_demo(args) -> int:
 
 def _add_gen_options(p: argparse.ArgumentParser, mst_help: str) -> None:
     g = p.add_argument_group("hardware options")
-    g.add_argument("--fold", type=_fold, action="append", metavar="LAYER=PExSIMD", help="fold a layer explicitly (repeatable)")
+    g.add_argument("--fold", type=_fold, action="append", metavar="LAYER=PExSIMD|auto", help="fold a layer explicitly (repeatable); 'auto' (build, explore): every layer's engine, folding and MST depth chosen to fit the board")
     g.add_argument("--unroll", type=_layer_index, action="append", metavar="LAYER", help="unroll a binary layer: one vector per cycle, weights in logic (repeatable)")
     g.add_argument("--target-cycles", type=_positive, default=None, metavar="N", help="fold the other layers to at most N cycles per image each")
     g.add_argument("--mst-depth", type=_depth, default=4, metavar="D", help=mst_help)

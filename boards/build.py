@@ -63,6 +63,7 @@ __all__ = [
     "tool_environment",
     "run_build",
     "suggest_target_cycles",
+    "calibrated_target_cycles",
 ]
 
 PLAN_FILE = "build_plan.json"
@@ -420,14 +421,62 @@ def suggest_target_cycles(cycles_per_image: int, used: int, available: int, marg
     return 1 << max(1, math.ceil(math.log2(max(2.0, want))))
 
 
+def calibrated_target_cycles(model, board: str | Board, *, margin: float = 0.85, fifo_depth: int = 0) -> int | None:
+    """The smallest power-of-two ``--target-cycles`` whose design the calibrated resource model
+    (:mod:`bnnfab.codegen.estimate`, the board's family) fits into ``margin`` of the device's
+    LUTs and all its block RAMs; None when even the most folded design does not, or the board's
+    family has no model. (``--fold auto`` searches per-layer folds and unrolling as well.)"""
+    from ..codegen import estimate as est  # noqa: PLC0415 - heavy imports, only here
+    from ..codegen.config import GenConfig  # noqa: PLC0415
+    from ..codegen.plan import make_plan  # noqa: PLC0415
+
+    b = get_board(board)
+    fam = b.flow.value
+    if fam not in est.FAMILIES:
+        return None
+    full = make_plan(model, GenConfig(target_cycles=1 << 40, fifo_depth=fifo_depth)).cycles_per_image
+    t = 1
+    while True:
+        plan = make_plan(model, GenConfig(target_cycles=t, fifo_depth=fifo_depth))
+        if est.estimate_plan(plan, [fam]).fits(fam, b.resources.luts, b.resources.brams, margin=margin):
+            return t
+        if t >= full:
+            return None
+        t *= 2
+
+
+def _calibrated_hint(info: BuildPlanInfo, b: Board) -> int | None:
+    """:func:`calibrated_target_cycles` for the model ``bnnfab build`` saved beside the plan
+    (``design/model.bnn``), or None when there is none or the estimate cannot help."""
+    from ..models.io import load_model  # noqa: PLC0415
+
+    for path in (info.outdir / "design" / "model.bnn", info.outdir / "model.bnn"):
+        if path.is_file():
+            try:
+                return calibrated_target_cycles(load_model(path), b)
+            except Exception:  # noqa: BLE001 - a hint must never hide the fit error itself
+                return None
+    return None
+
+
 def _overflow_error(info: BuildPlanInfo, b: Board, resource: str, used: int, available: int,
                     where: str) -> DoesNotFitError:
     hint = None
-    if resource in ("luts", "ffs", "ICESTORM_LC", "TRELLIS_COMB", "TRELLIS_FF", "TRELLIS_SLICE"):
-        hint = suggest_target_cycles(info.cycles_per_image, used, available)
-        fix = (f"fold it further: try --target-cycles {hint} or more (the design now takes "
-               f"{info.cycles_per_image} cycles per image; the UART link and buffers do not shrink with "
-               f"folding), or a larger board")
+    if resource in ("luts", "ffs", "brams", "ICESTORM_LC", "ICESTORM_RAM", "TRELLIS_COMB", "TRELLIS_FF",
+                    "TRELLIS_SLICE", "DP16KD"):
+        hint = _calibrated_hint(info, b)
+        if hint is not None and hint > info.cycles_per_image:
+            fix = (f"fold it further: the calibrated estimate fits --target-cycles {hint} (the design now "
+                   f"takes {info.cycles_per_image} cycles per image), or let --fold auto choose per layer, "
+                   f"or choose a larger board")
+        elif resource in ("brams", "ICESTORM_RAM", "DP16KD"):
+            hint = None
+            fix = "fold with fewer PEs (smaller memories and multipliers) or choose a larger board"
+        else:
+            hint = suggest_target_cycles(info.cycles_per_image, used, available)
+            fix = (f"fold it further: try --target-cycles {hint} or more (the design now takes "
+                   f"{info.cycles_per_image} cycles per image; the UART link and buffers do not shrink with "
+                   f"folding), or a larger board")
     else:
         fix = "fold with fewer PEs (smaller memories and multipliers) or choose a larger board"
     return DoesNotFitError(

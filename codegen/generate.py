@@ -27,10 +27,6 @@ from .top import AcceleratorTop, StreamFormat, cycle_blocks
 
 __all__ = ["Design", "generate", "emit_verilog", "layer_report", "write_design", "timing_summary"]
 
-#: iCE40 embedded block RAM: 4 kbit, at most 16 bits wide (256 x 16 .. 2048 x 2)
-_EBR_BITS, _EBR_MAX_WIDTH = 4096, 16
-
-
 @dataclass
 class Design:
     plan: HwPlan
@@ -62,13 +58,9 @@ def emit_verilog(top: AcceleratorTop, name: str) -> str:
     return text
 
 
-def _memory_bits(rows: int, width: int) -> tuple[int, int]:
-    """(bits, iCE40 EBR blocks) of a rows x width memory."""
-    if rows == 0 or width == 0:
-        return 0, 0
-    blocks_wide = -(-width // _EBR_MAX_WIDTH)
-    depth_per_block = _EBR_BITS // min(width, _EBR_MAX_WIDTH)
-    return rows * width, blocks_wide * -(-rows // depth_per_block)
+def _memory_bits(rows: int, width: int) -> int:
+    """Bits of a rows x width memory."""
+    return max(0, rows) * max(0, width)
 
 
 def timing_summary(blocks: list[Block]) -> dict[str, int]:
@@ -84,12 +76,22 @@ def timing_summary(blocks: list[Block]) -> dict[str, int]:
 
 
 def layer_report(plan: HwPlan, top: AcceleratorTop) -> pd.DataFrame:
-    """One row per compute layer: engine, folding, MST, cycles, memory, estimated resources.
+    """One row per compute layer: engine, folding, MST, cycles, memory bits, estimated resources.
 
-    LUT/FF estimates are coarse for folded engines (XNOR + popcount per lane bit, accumulator,
-    comparator) and structural for unrolled ones (:meth:`UnrolledDense.cost`); the board issue
-    calibrates them against synthesis.
+    Resources come from the calibrated model :mod:`bnnfab.codegen.estimate` (Yosys' memory
+    mapping rule, structural register counts, coefficients fitted to synthesis; see
+    ``bench/estimate_calibration.py`` for its measured error), for both families:
+    ``lut_ice40_est``/``ff_ice40_est``/``bram_ice40`` and ``lut_ecp5_est``/``ff_ecp5_est``/
+    ``bram_ecp5_est``/``lutram_ecp5_est`` (LUT4 equivalents as
+    :attr:`bnnfab.codegen.synth.SynthResult.lut_equivalent` counts them; ``lutram`` is ECP5
+    distributed-RAM cells). A layer's figures include the top's glue in front of its engine
+    (window generator, pool, width adapters, the FIFO after the previous engine) and, for the
+    last layer, the argmax, so every column sums to the whole design; ``glue_lut_*_est`` is the
+    glue's share. ``lut4_est`` and ``ff_est`` repeat the iCE40 figures.
     """
+    from . import estimate as est  # noqa: PLC0415
+
+    design_est = est.estimate_top(top)
     rows = []
     for lp, eng in zip(plan.layers, top.engines):
         lv = lp.layer
@@ -107,25 +109,32 @@ def layer_report(plan: HwPlan, top: AcceleratorTop) -> pd.DataFrame:
             "mst_binary_ops": pd.NA,
         }
         if isinstance(eng, UnrolledDense):
-            cost = eng.cost()
-            row.update(latency=eng.latency, mem_bits=0, bram_ice40=0, lut4_est=cost.lut4, ff_est=cost.registers)
+            row.update(latency=eng.latency, mem_bits=0)
             if lp.schedule is not None:
                 row.update(mst_depth=lp.schedule.depth_reached, mst_binary_ops=lp.schedule.cost)
         else:
-            acc = eng.acc_width
-            wbits, wbram = _memory_bits(eng.nf * eng.sf, lp.pe * lp.simd)
-            tbits, tbram = (0, 0) if lv.thresholds is None else _memory_bits(eng.threshold_classes * eng.nf, lp.pe * eng.threshold_width)
-            ibits, ibram = _memory_bits(2 * eng.sf, lp.simd * lv.in_bits)
-            lane = lp.simd * lv.in_bits if lv.integer else lp.simd
-            lut = lp.pe * (lane + 2 * acc + 8) + 24
-            ff = lp.pe * 3 * acc + lv.n * eng.out_lane_width + 32
+            tbits = 0 if lv.thresholds is None else _memory_bits(eng.nf, lp.pe * eng.threshold_width)
             row.update(
                 latency=lp.cycles_per_vector + 3,
-                mem_bits=wbits + tbits + ibits,
-                bram_ice40=wbram + tbram + ibram,
-                lut4_est=lut,
-                ff_est=ff,
+                mem_bits=_memory_bits(eng.nf * eng.sf, lp.pe * lp.simd) + tbits
+                + _memory_bits(2 * eng.sf, lp.simd * lv.in_bits),
             )
+        whole = {f: design_est.layer(lv.index, f).rounded() for f in est.FAMILIES}
+        engine_only = {f: design_est.layer(lv.index, f, glue=False) for f in est.FAMILIES}
+        ice, ecp = whole["ice40"], whole["ecp5"]
+        row.update(
+            bram_ice40=ice.brams,
+            lut4_est=ice.luts,
+            ff_est=ice.ffs,
+            lut_ice40_est=ice.luts,
+            ff_ice40_est=ice.ffs,
+            lut_ecp5_est=ecp.luts,
+            ff_ecp5_est=ecp.ffs,
+            bram_ecp5_est=ecp.brams,
+            lutram_ecp5_est=ecp.lutram,
+            glue_lut_ice40_est=int(round(ice.luts - engine_only["ice40"].luts)),
+            glue_lut_ecp5_est=int(round(ecp.luts - engine_only["ecp5"].luts)),
+        )
         rows.append(row)
     df = pd.DataFrame(rows)
     for col in ("mst_depth", "mst_binary_ops"):

@@ -1,6 +1,6 @@
 """Board builds (``bnnfab.boards.build``): plans for every board without tools; one bitstream per
-open flow (iCEBreaker / iCE40UP5K, ULX3S / ECP5-85F) of a small random MLP through the YoWASP tools
-(marker ``synth``).
+open flow (iCEBreaker / iCE40UP5K, ULX3S / ECP5-85F) of the bundled default model (trained
+digits-tfc-mst) through the YoWASP tools (marker ``synth``).
 
 The ``synth`` tests skip, saying why, when a YoWASP tool is missing; ``BNNFAB_REQUIRE_SYNTH=1`` (CI)
 makes that a failure. The first call of each tool compiles its WebAssembly (~40 s, cached in
@@ -38,7 +38,7 @@ from bnnfab.boards.build import (  # noqa: E402
 from bnnfab.boards.platforms import BOARDS, Flow, UnknownBoardError, get_board  # noqa: E402
 from bnnfab.codegen.config import GenConfig  # noqa: E402
 from bnnfab.codegen.generate import generate  # noqa: E402
-from bnnfab.models import Dense, InputSpec, Model  # noqa: E402
+from bnnfab.models import Dense, InputSpec, Model, zoo  # noqa: E402
 
 
 @pytest.fixture(scope="module")
@@ -50,6 +50,13 @@ def small_design():
         Dense(rng.random((10, 16)) < 0.5, name="out"),
     ))
     return generate(model, GenConfig())
+
+
+@pytest.fixture(scope="module")
+def zoo_design():
+    """The bundled default model (digits-tfc-mst: 8-bit 8x8 input, 64-64-64-10, trained) folded
+    to 1024 cycles per image: about 1,600 SB_LUT4 / 9 BRAM on the iCE40UP5K with the link."""
+    return generate(zoo.load(), GenConfig(target_cycles=1024))
 
 
 def _files(root: Path) -> dict[str, bytes]:
@@ -165,9 +172,10 @@ def _require_tools(board: str) -> None:
 
 @pytest.mark.synth
 @pytest.mark.parametrize("board", ["icebreaker", "ulx3s"])
-def test_bitstream_build(yowasp_cache, small_design, board, tmp_path):
+def test_bitstream_build(yowasp_cache, zoo_design, board, tmp_path):
+    """A trained zoo model to a bitstream on both open flows (iCE40 and ECP5)."""
     _require_tools(board)
-    info = plan_build(small_design, board, tmp_path / board)
+    info = plan_build(zoo_design, board, tmp_path / board)
     result = run_build(info)
     assert result.bitstream.is_file() and result.bitstream.stat().st_size > 0
     assert result.bitstream.suffix == "." + BOARDS[board].bitstream_ext
