@@ -61,6 +61,11 @@ from bnnfab.models import zoo
 from bnnfab.models.datasets import load_dataset
 from bnnfab.sim.cycles import CycleTrace, simulate_cycles
 
+try:  # run as a script: bench/ is on sys.path
+    from _results import metric
+except ImportError:  # pragma: no cover - imported as bench.cycle_model
+    from bench._results import metric
+
 GOAL = 1000.0  # cycle model vs cocotb+Verilator, simulated cycles per second
 SEED = 1  # verify_design's stall seed
 STALLS = "random"
@@ -349,6 +354,25 @@ def goal_lines(results: list[DesignResult]) -> tuple[list[str], bool | None]:
     return lines, (all(met) if met else None)
 
 
+def metrics(results: list[DesignResult]) -> list[dict]:
+    """The figures as ``python -m bench`` records (bench/_results.py): cycles/s of every row and
+    the cycle model's ratios to each RTL simulator (goal >= 1000x for Verilator, same images)."""
+    out = []
+    for res in results:
+        same, many = res.model_same, res.model_many
+        out.append(metric(f"{res.name} cycle model cycles/s ({same.images:,} images)", same.rate, "cycles/s", headline=True))
+        out.append(metric(f"{res.name} cycle model cycles/s ({many.images:,} images)", many.rate, "cycles/s"))
+        for r in res.rtl:
+            label = LABELS[r.simulator]
+            out.append(metric(f"{res.name} {label} cycles/s ({r.row.images:,} images)", r.row.rate, "cycles/s", headline=True))
+            out.append(metric(f"{res.name} {label} cycles/s without start-up", r.marginal_rate, "cycles/s"))
+            goal = f">= {GOAL:g}" if r.simulator == "verilator" and r.row.passed else None
+            out.append(metric(f"{res.name} cycle model / {label} (same images)", same.rate / r.row.rate, "x", goal=goal, headline=True))
+            out.append(metric(f"{res.name} cycle model ({many.images:,} images) / {label}", many.rate / r.row.rate, "x"))
+            out.append(metric(f"{res.name} cycle model / {label} by CPU time", same.cpu_rate / r.row.cpu_rate, "x"))
+    return [m for m in out if np.isfinite(m["value"])]
+
+
 def _finite(obj):
     """The object with NaN and infinities as None (JSON has neither)."""
     if isinstance(obj, float):
@@ -412,6 +436,7 @@ def main(argv=None) -> int:
             "options": vars(args),
             "goal_ratio": GOAL,
             "goal_met": met,
+            "metrics": metrics(results),
             "designs": [
                 {
                     **{k: v for k, v in asdict(res).items() if k not in ("rtl", "model_same", "model_many")},

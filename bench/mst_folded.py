@@ -16,19 +16,25 @@ random layers, for several SIMD widths:
   chunks that most children can skip.
 
 Usage: ``python bench/mst_folded.py [--depth D] [--json PATH]``. It prints the ratios
-direct / mst; 1.0 means no gain. It models cycles at chunk granularity only, ignoring the gather
+direct / mst; 1.0 means no gain; ``--json`` writes ``{"rows": [...], "metrics": [...]}`` (the
+rows as printed, and the figures for ``python -m bench``). It models cycles at chunk granularity only, ignoring the gather
 logic a skipping engine would need (so it is an upper bound on the gain).
 """
 
 from __future__ import annotations
 
 import argparse
-import json
+import sys
 
 import numpy as np
 
 from bnnfab.models import zoo
 from bnnfab.sim.mst import plan_mst
+
+try:  # run as a script: bench/ is on sys.path
+    from _results import metric, write_json
+except ImportError:  # pragma: no cover - imported as bench.mst_folded
+    from bench._results import metric, write_json
 
 
 def chunk_cycles(weights: np.ndarray, parent: np.ndarray, simd: int, perm: np.ndarray | None = None) -> tuple[int, int]:
@@ -58,11 +64,27 @@ def clustering_permutation(weights: np.ndarray, parent: np.ndarray) -> np.ndarra
     return np.argsort(counts, kind="stable")
 
 
-def main() -> None:
+def metrics(rows: list[dict]) -> list[dict]:
+    """The rows as ``python -m bench`` records (bench/_results.py); the best permuted ratio of
+    each layer is a headline figure (no goal: the issue keeps the idea only if it pays)."""
+    out = []
+    for r in rows:
+        where = f"{r['layer']} SIMD {r['simd']}"
+        out.append(metric(f"{where}: direct / MST lane-chunks", r["ratio"], "x"))
+        out.append(metric(f"{where}: direct / MST lane-chunks, permuted", r["ratio_permuted"], "x"))
+    for layer in dict.fromkeys(r["layer"] for r in rows):
+        best = max((r for r in rows if r["layer"] == layer), key=lambda r: r["ratio_permuted"])
+        out.append(metric(f"{layer}: best direct / MST lane-chunks (SIMD {best['simd']}, permuted)",
+                          best["ratio_permuted"], "x", headline=True))
+    return out
+
+
+def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--depth", type=int, default=4, help="MST depth limit (default 4)")
-    ap.add_argument("--json", metavar="PATH", help="save the rows as JSON")
-    args = ap.parse_args()
+    ap.add_argument("--json", metavar="PATH", help="save the rows (and python -m bench's metrics) as JSON")
+    ap.add_argument("--quick", action="store_true", help="accepted for python -m bench; the bench already takes seconds")
+    args = ap.parse_args(argv)
     rng = np.random.default_rng(0)
     layers = []
     model = zoo.load()
@@ -87,9 +109,9 @@ def main() -> None:
             rows.append(row)
             print(f"{name:28s} {w.shape[0]:4d} {w.shape[1]:4d} {sch.ratio:11.2f} {simd:5d} {d:13d} {m:7d} {d / m:6.2f} {mp:9d} {d / mp:6.2f}")
     if args.json:
-        with open(args.json, "w") as f:
-            json.dump(rows, f, indent=2)
+        write_json(args.json, {"bench": "mst_folded", "depth_limit": args.depth, "rows": rows, "metrics": metrics(rows)})
+    return 0
 
 
 if __name__ == "__main__":
-    main()
+    sys.exit(main())

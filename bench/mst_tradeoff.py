@@ -42,6 +42,11 @@ from bnnfab.sim.functional import simulate
 from bnnfab.sim.mst import plan_mst
 from bnnfab.sim.report import plan_model_mst
 
+try:  # run as a script: bench/ is on sys.path
+    from _results import metric
+except ImportError:  # pragma: no cover - imported as bench.mst_tradeoff
+    from bench._results import metric
+
 
 def _depth(text: str) -> int | None:
     return None if text.lower() in ("none", "unlimited", "inf") else int(text)
@@ -109,6 +114,25 @@ def run_one(args, lam: float, seed: int, test) -> dict[str, Any]:
         del v["schedules"]
     return {"lambda": lam, "seed": seed, "accuracy": acc, "torch_accuracy": result.test_accuracy, "ops": ops,
             "seconds": time.perf_counter() - t0, "model": model}
+
+
+def metrics(summary: list[dict[str, Any]], reference: dict[str, Any], labels: list[str]) -> list[dict[str, Any]]:
+    """The summary as ``python -m bench`` records (bench/_results.py): per lambda the mean
+    accuracy, its change from lambda 0 and the whole-model ratio at each depth limit (the ratio
+    at the deepest finite limit a headline), and the random-weights reference ratios."""
+    finite = [k for k in labels if k != "inf"]
+    head = finite[-1] if finite else labels[-1]
+    out = []
+    for row in summary:
+        lam = f"lambda {row['lambda']:g}"
+        out.append(metric(f"{lam} accuracy", row["acc"], "%", headline=True))
+        if row["d_acc"] is not None:
+            out.append(metric(f"{lam} accuracy change from lambda 0", row["d_acc"], "points"))
+        for k in labels:
+            out.append(metric(f"{lam} direct / MST binary ops, depth limit {k}", row[f"ratio_D{k}"], "x", headline=k == head))
+    for k in labels:
+        out.append(metric(f"random weights direct / MST binary ops, depth limit {k}", reference[k]["ratio"], "x"))
+    return out
 
 
 def main(argv=None) -> int:
@@ -211,6 +235,7 @@ def main(argv=None) -> int:
             "summary": summary,
             "random": reference,
             "runs": [{k: v for k, v in r.items() if k != "model"} for r in runs],
+            "metrics": metrics(summary, reference, labels),
         }
         with open(args.json, "w") as f:
             json.dump(payload, f, indent=2, sort_keys=True)

@@ -55,6 +55,11 @@ import numpy as np  # noqa: E402
 from bnnfab.models.bits import unpack_bits  # noqa: E402
 from bnnfab.sim import kernels  # noqa: E402
 
+try:  # run as a script: bench/ is on sys.path
+    from _results import metric, threads as _threads  # noqa: E402
+except ImportError:  # pragma: no cover - imported as bench.sim_throughput
+    from bench._results import metric, threads as _threads  # noqa: E402
+
 try:  # scikit-learn's dependency; without it the float32 baseline runs with BLAS's own threads
     from threadpoolctl import threadpool_limits
 except ImportError:  # pragma: no cover
@@ -304,6 +309,31 @@ def asm_check() -> dict:
 # --------------------------------------------------------------------------------------------
 
 
+def metrics(report: dict, peak_core: float | None) -> list[dict]:
+    """The figures of ``report`` as ``python -m bench`` records (bench/_results.py): GOPS of every
+    candidate, and each kernel's ratios to the C limit (goal >= 0.8), to numpy (goal >= 20), to
+    float32 and to the theoretical peak."""
+    out = []
+    if peak_core:
+        out.append(metric("theoretical peak per core", peak_core, "GOPS"))
+    for res in report["layers"]:
+        for t, g in res["threads"].items():
+            limit = g.get("C AVX-512 ref")
+            for name, v in g.items():
+                kernel = name.startswith(("gemm_", "conv_"))
+                out.append(metric(f"{res['layer']} {name}, {_threads(int(t))}", v, "GOPS", headline=kernel))
+                if not kernel:
+                    continue
+                where = f"{res['layer']} {name}, {_threads(int(t))}"
+                if limit:
+                    out.append(metric(f"{where}: / C limit", v / limit, "x", goal=">= 0.8"))
+                out.append(metric(f"{where}: / numpy bitwise_count", v / g["numpy bitwise_count"], "x", goal=">= 20"))
+                out.append(metric(f"{where}: / float32 matmul", v / g["float32 matmul"], "x"))
+                if peak_core:
+                    out.append(metric(f"{where}: / theoretical peak", v / (peak_core * t), "x"))
+    return out
+
+
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--quick", action="store_true", help="smaller layers and 3 repeats (a few seconds)")
@@ -380,6 +410,7 @@ def main(argv=None) -> int:
     print(f"load average (1 min) at start {load0:.2f}, at end {os.getloadavg()[0]:.2f}: other processes on a shared"
           " machine skew the figures, ratios within one run much less")
     report["loadavg"] = [load0, os.getloadavg()[0]]
+    report["metrics"] = metrics(report, peak_core)
     if args.json:
         Path(args.json).write_text(json.dumps(report, indent=2, default=str))
         print(f"wrote {args.json}")

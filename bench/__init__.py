@@ -1,0 +1,1 @@
+"""bnnfab's benchmarks (not installed with the package): run them all with ``python -m bench``."""
