@@ -38,11 +38,14 @@ mst_logic       ``--quick`` (18 min)             ``--quick --families ice40     
                                                  --skip-styles`` (113 s)          idle)
 mst_tradeoff    lambdas 0, 0.5; seeds 0, 1;      lambdas 0, 0.5; seed 0;          full: 5 lambdas,
                 20 epochs (32 s)                 5 epochs (20 s)                  8 seeds, 60 ep.
-hw_efficiency   its default (board builds)       ``--quick``                      its default
+hw_efficiency   6 board builds (~20 min)         ``--quick``: 2 iCE40 builds      its default
+estimate_       ``--quick``: 4 designs (~5 min)  ``--quick --families ice40``     all held-out
+calibration                                                                       designs (~20 min)
 =============== ================================ ================================ ================
 
-The default run took 26 minutes in all there, ``--quick`` about 4 (without hw_efficiency). A
-bench whose script is missing is "failed", except ``hw_efficiency``, which is "skipped" then.
+The default run took 26 minutes there without hw_efficiency and estimate_calibration (add about
+25), ``--quick`` about 4 (plus about 4). A bench whose script is missing is "failed"; an
+``optional`` one (none at present) would be "skipped".
 ``--only`` and ``--skip`` keep the order of the table.
 
 The bench contract (for a new bench, e.g. ``bench/hw_efficiency.py``; see ``bench/_results.py``):
@@ -113,7 +116,9 @@ BENCHES: dict[str, Bench] = {
         Bench("mst_tradeoff", "accuracy vs MST binary ops of the MST regularizer (trains)",
               default=("--lambdas", "0,0.5", "--seeds", "0,1", "--epochs", "20"),
               quick=("--lambdas", "0,0.5", "--seeds", "0", "--epochs", "5")),
-        Bench("hw_efficiency", "hardware efficiency per board and model", optional=True),
+        Bench("hw_efficiency", "board builds: LUTs, BRAM, Fmax, images/s, ops/cycle/LUT, with and without MST"),
+        Bench("estimate_calibration", "codegen resource estimates vs Yosys on held-out designs (LUT error)",
+              default=("--quick",), quick=("--quick", "--families", "ice40")),
     )
 }
 
