@@ -11,7 +11,7 @@ from llvmlite import ir
 from numba import njit, types
 from numba.extending import intrinsic
 
-__all__ = ["jit", "pjit", "popcount64", "stack_u64", "wide_vectors"]
+__all__ = ["jit", "pjit", "popcount64", "stack_u64", "stack_i64", "wide_vectors"]
 
 
 def jit(fn=None, **overrides):
@@ -64,6 +64,23 @@ def stack_u64(typingctx, n):
         return builder.bitcast(slot, ir.IntType(64).as_pointer())
 
     return types.CPointer(types.uint64)(n), codegen
+
+
+@intrinsic
+def stack_i64(typingctx, n):
+    """:func:`stack_u64` for int64: ``n`` (a compile-time constant) int64 on the stack, 64-byte
+    aligned, uninitialised; the integer first-layer kernels' accumulator tile."""
+    if not isinstance(n, types.IntegerLiteral) or n.literal_value <= 0:
+        return None
+    size = n.literal_value
+
+    def codegen(context, builder, signature, args):
+        with builder.goto_entry_block():
+            slot = builder.alloca(ir.ArrayType(ir.IntType(64), size))
+            slot.align = 64
+        return builder.bitcast(slot, ir.IntType(64).as_pointer())
+
+    return types.CPointer(types.int64)(n), codegen
 
 
 @intrinsic

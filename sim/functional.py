@@ -12,6 +12,12 @@ with ``S`` the sum of the ±1 weights on the padded taps compares exactly ``dot_
 
 With ``mst`` schedules the binary layers compute every popcount through the schedule
 (design.md §3) instead of directly; results must be, and are tested to be, identical.
+
+:meth:`Simulator.run` turns a batch into the first layer's input with the fused kernel of
+:mod:`bnnfab.sim.prologue` (prologue, layout and packing in one pass; tested equal to
+:meth:`Simulator.check_inputs` + ``pack_bits``, which it defers to for anything that raises). An
+integer first layer runs :func:`~bnnfab.sim.kernels.int_dense_threshold` /
+:func:`~bnnfab.sim.kernels.int_conv_threshold`, the threshold and packing fused.
 """
 
 from __future__ import annotations
@@ -34,6 +40,7 @@ from ..models import (
 )
 from . import kernels
 from .mst import MstSchedule, mst_popcounts, plan_mst
+from .prologue import NEEDS_REFERENCE, InputPath
 
 __all__ = ["SimResult", "Simulator", "simulate", "InputError"]
 
@@ -84,6 +91,7 @@ class _Prepared:
             return
         self.k = layer.k
         if self.integer:
+            self.iw = kernels.prepack_int_weights(layer.weights_2d)
             return
         self.w_packed = pack_bits(layer.weights_2d)
         self.pw = kernels.prepack_weights(self.w_packed, self.k)
@@ -158,6 +166,7 @@ class Simulator:
                 )
         self.schedules = schedules
         self._prep = [_Prepared(model, i, schedules.get(i)) for i in range(len(model.layers))]
+        self._input_path = InputPath(model)
 
     # -- input checking -------------------------------------------------------------------------
     def check_inputs(self, x: np.ndarray) -> np.ndarray:
@@ -220,6 +229,34 @@ class Simulator:
                 )
         return x.astype(np.int64)
 
+    def _model_input(self, x) -> np.ndarray:
+        """The first layer's input: packed bits (binary input) or integer codes.
+
+        The same values as :meth:`check_inputs` (then ``pack_bits`` for bits), through the fused
+        kernel of :mod:`bnnfab.sim.prologue` when the batch passes the cheap shape and dtype
+        checks; anything else (and whatever the kernel flags: NaN, codes out of range) goes
+        through :meth:`check_inputs`, which raises its own errors.
+        """
+        x = np.asarray(x)
+        path = self._input_path
+        if path.fused and self._fast_ok(x):
+            out = path.run(x)
+            if out is not NEEDS_REFERENCE:
+                return out
+        xv = self.check_inputs(x)
+        return pack_bits(xv) if self.model.input.binary else xv
+
+    def _fast_ok(self, x: np.ndarray) -> bool:
+        """Whether ``x`` passes :meth:`check_inputs`' shape and dtype rules (no value checks)."""
+        prologue = self.model.prologue
+        shape = prologue.source_shape if prologue is not None else self.model.input.shape
+        if x.ndim != len(shape) + 1 or x.shape[1:] != shape or x.shape[0] == 0:
+            return False
+        if prologue is not None:
+            return x.dtype.kind in "iuf"
+        # prologue-less binary input: x >= 0 keeps its sign through a cast to float64 for these
+        return x.dtype == np.bool_ or x.dtype.kind in "iu" or x.dtype in (np.float16, np.float32, np.float64)
+
     # -- inference ------------------------------------------------------------------------------
     def run(
         self,
@@ -232,7 +269,7 @@ class Simulator:
         when ``progress``); results are identical to one big batch."""
         if isinstance(batch_size, bool) or not isinstance(batch_size, (int, np.integer)) or batch_size < 1:
             raise ValueError(f"batch_size must be a positive integer, not {batch_size!r}")
-        xv = self.check_inputs(x)
+        xv = self._model_input(x)
         starts = range(0, xv.shape[0], int(batch_size))
         if progress and len(starts) > 1:
             from tqdm import tqdm
@@ -250,7 +287,7 @@ class Simulator:
     def _run_chunk(self, x: np.ndarray, keep: bool) -> tuple[np.ndarray, list[np.ndarray]]:
         acts: list[np.ndarray] = []
         if self.model.input.binary:
-            v = pack_bits(x)  # (B, H, W, CW) or (B, KW)
+            v = x  # packed: (B, H, W, CW) or (B, KW)
             v_int = None
         else:
             v, v_int = None, x
@@ -263,7 +300,7 @@ class Simulator:
                     v_int = v_int.transpose(0, 3, 1, 2)
                 v_int = np.ascontiguousarray(v_int.reshape(v_int.shape[0], -1))
                 if keep:
-                    acts.append(v_int)
+                    acts.append(v_int.astype(np.int64))
                 continue
             elif isinstance(layer, Flatten):
                 v = _pixels_to_flat(v, prep.in_shape[2], layer.order)
@@ -278,12 +315,15 @@ class Simulator:
     def _integer_layer(self, prep: _Prepared, x: np.ndarray) -> np.ndarray:
         layer = prep.layer
         if isinstance(layer, Dense):
-            acc = kernels.int_dense(x.reshape(x.shape[0], -1), layer.weights)
-        else:
-            acc = kernels.int_conv(x, layer.weights, layer.stride, layer.pads, layer.padding.value_pm1)
-        if prep.last:
-            return acc.astype(np.int64)
-        return pack_bits(acc >= layer.thresholds)
+            x2 = x.reshape(x.shape[0], -1)
+            if prep.last:
+                return kernels.int_dense(x2, prep.iw)
+            return kernels.int_dense_threshold(x2, prep.iw, layer.thresholds)
+        w = (prep.iw, layer.kernel)
+        pad = layer.padding.value_pm1
+        if prep.last:  # pragma: no cover - the IR requires a Dense output layer
+            return kernels.int_conv(x, w, layer.stride, layer.pads, pad)
+        return kernels.int_conv_threshold(x, w, layer.stride, layer.pads, pad, layer.thresholds)
 
     def _binary_layer(self, prep: _Prepared, v: np.ndarray) -> np.ndarray:
         layer = prep.layer

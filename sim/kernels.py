@@ -28,7 +28,7 @@ from dataclasses import dataclass
 import numpy as np
 from numba import carray, prange
 
-from ._nb import jit, pjit, popcount64, stack_u64, wide_vectors
+from ._nb import jit, pjit, popcount64, stack_i64, stack_u64, wide_vectors
 
 __all__ = [
     "PackedWeights",
@@ -37,8 +37,12 @@ __all__ = [
     "gemm_threshold",
     "conv_popcount",
     "conv_threshold",
+    "IntWeights",
+    "prepack_int_weights",
     "int_dense",
+    "int_dense_threshold",
     "int_conv",
+    "int_conv_threshold",
     "maxpool_or",
 ]
 
@@ -283,16 +287,68 @@ def maxpool_or(x: np.ndarray, kernel, stride) -> np.ndarray:
 # Public integer kernels (first layer)
 
 _INT_MIN, _INT_MAX = -(2**31), 2**32 - 1  # int32 and uint32 values: every sum fits in int64
+_NEVER = np.iinfo(np.int64).max  # threshold of the pad channels: no dot product reaches it
 
 
-def int_dense(x: np.ndarray, w_bits: np.ndarray) -> np.ndarray:
+@dataclass(frozen=True, eq=False)
+class IntWeights:
+    """±1 weights of an integer-input layer, pre-packed for :func:`int_dense` and friends.
+
+    ``masks[p, k, j]`` is -1 (all ones) when weight ``k`` of channel ``64 p + j`` is +1, else 0
+    (channels past ``n`` are 0). The kernels compute ``s_plus = sum_k x[k] & mask`` on 64
+    channels at once and the dot product as ``2 s_plus - sum_k x[k]``: one AND and one add per
+    64-bit lane and input value, no multiply. Made by :func:`prepack_int_weights`.
+    """
+
+    n: int
+    k: int
+    masks: np.ndarray  # (ceil(n / 64), k, 64) int64, read-only
+
+    @property
+    def n_panels(self) -> int:
+        return self.masks.shape[0]
+
+
+def prepack_int_weights(w_bits: np.ndarray) -> IntWeights:
+    """Pack an integer layer's weights, booleans (N, K) (True = +1), into :class:`IntWeights`."""
+    w = _bool_array(w_bits, "w_bits", 2, "(N, K)")
+    n, k = w.shape
+    n_panels = _n_words(n)
+    padded = np.zeros((n_panels * _LANES, k), dtype=np.int64)
+    padded[:n] = np.where(w, -1, 0)
+    masks = np.ascontiguousarray(padded.reshape(n_panels, _LANES, k).transpose(0, 2, 1))
+    masks.flags.writeable = False
+    return IntWeights(n=n, k=k, masks=masks)
+
+
+def _int_weights(w, shape_rank: int, layout: str) -> tuple[IntWeights, tuple[int, ...]]:
+    """IntWeights of ``w`` (booleans of rank ``shape_rank`` flattened to (N, K), or IntWeights
+    already) and the booleans' shape."""
+    if isinstance(w, IntWeights):
+        return w, (w.n, w.k)
+    wb = _bool_array(w, "w_bits", shape_rank, layout)
+    return prepack_int_weights(wb.reshape(wb.shape[0], -1)), wb.shape
+
+
+def _int_thresholds(thresholds, iw: IntWeights) -> np.ndarray:
+    t = np.asarray(thresholds)
+    if t.dtype.kind not in "iu" or t.shape != (iw.n,):
+        raise ValueError(f"thresholds must be integers of shape ({iw.n},), got {t.dtype} {t.shape}")
+    if t.dtype == np.uint64 and t.size and int(t.max()) > _NEVER:
+        t = np.minimum(t, np.uint64(_NEVER))  # the same test: no dot product reaches either
+    out = np.full(iw.n_panels * _LANES, _NEVER, dtype=np.int64)
+    out[: iw.n] = t
+    return out
+
+
+def int_dense(x: np.ndarray, w_bits) -> np.ndarray:
     """Integer-input dense layer: ``acc[m, n] = sum_k x[m, k] * (+1 if w_bits[n, k] else -1)``.
 
     Parameters
     ----------
     x : numpy.ndarray of integers, shape (M, K)
         Values in the int32 or uint32 range (e.g. 8-bit pixels, signed or not).
-    w_bits : numpy.ndarray of bool, shape (N, K)
+    w_bits : numpy.ndarray of bool, shape (N, K), or IntWeights
         True = +1, False = -1.
 
     Returns
@@ -305,16 +361,49 @@ def int_dense(x: np.ndarray, w_bits: np.ndarray) -> np.ndarray:
         On a wrong dtype, shape or value range.
     """
     x = _int_values(x, "x", 2, "(M, K)")
-    w = _bool_array(w_bits, "w_bits", 2, "(N, K)")
-    if x.shape[1] != w.shape[1]:
-        raise ValueError(f"x has K = {x.shape[1]} columns but w_bits has K = {w.shape[1]}")
-    w_cols = np.ascontiguousarray(np.where(w, 1, -1).astype(np.int64).T)  # (K, N)
-    out = np.empty((x.shape[0], w.shape[0]), dtype=np.int64)
-    _int_dense(x, w_cols, out)
+    iw, wshape = _int_weights(w_bits, 2, "(N, K)")
+    if x.shape[1] != iw.k:
+        raise ValueError(f"x has K = {x.shape[1]} columns but w_bits has K = {wshape[1]}")
+    out = np.empty((x.shape[0], iw.n), dtype=np.int64)
+    _int_dense_acc(x, iw.masks, out)
     return out
 
 
-def int_conv(x: np.ndarray, w_bits: np.ndarray, stride, pads, pad_value: int) -> np.ndarray:
+def int_dense_threshold(x: np.ndarray, w_bits, thresholds) -> np.ndarray:
+    """:func:`int_dense` with the threshold fused: bit ``n`` of row ``m`` is
+    ``acc[m, n] >= thresholds[n]``, packed (uint64 (M, ceil(N / 64)), pad bits 0)."""
+    x = _int_values(x, "x", 2, "(M, K)")
+    iw, wshape = _int_weights(w_bits, 2, "(N, K)")
+    if x.shape[1] != iw.k:
+        raise ValueError(f"x has K = {x.shape[1]} columns but w_bits has K = {wshape[1]}")
+    thr = _int_thresholds(thresholds, iw)
+    out = np.empty((x.shape[0], iw.n_panels), dtype=np.uint64)
+    _int_dense_thr(x, iw.masks, thr, out)
+    return out
+
+
+def _int_conv_args(x, w_bits, stride, pads, pad_value):
+    x = _int_values(x, "x", 4, "(B, H, W, C)")
+    if isinstance(w_bits, tuple):  # (IntWeights, (kh, kw)) from the simulator
+        iw, (kh, kw) = w_bits
+        c = iw.k // (kh * kw)
+    else:
+        w = _bool_array(w_bits, "w_bits", 4, "(N, kh, kw, C)")
+        _, kh, kw, c = w.shape
+        iw = prepack_int_weights(w.reshape(w.shape[0], -1))
+    if x.shape[3] != c:
+        raise ValueError(f"x has C = {x.shape[3]} channels but w_bits has C = {c}")
+    sh, sw = _pair(stride, "stride")
+    top, left, bottom, right = _pads(pads)
+    if pad_value not in (0, 1, -1) or isinstance(pad_value, bool):
+        raise ValueError(f"pad_value must be 0, 1 or -1, not {pad_value!r}")
+    _, h, wd, _ = x.shape
+    ho, wo = _out_size(h, wd, kh, kw, sh, sw, top, left, bottom, right)
+    band = max(1, min(ho, _BAND_ROWS // wo))
+    return x, iw, (kh, kw, sh, sw, top, left, int(pad_value), ho, wo, band)
+
+
+def int_conv(x: np.ndarray, w_bits, stride, pads, pad_value: int) -> np.ndarray:
     """Integer-input convolution with ±1 weights; padded positions hold ``pad_value``.
 
     Parameters
@@ -322,7 +411,7 @@ def int_conv(x: np.ndarray, w_bits: np.ndarray, stride, pads, pad_value: int) ->
     x : numpy.ndarray of integers, shape (B, H, W, C)
         Values in the int32 or uint32 range.
     w_bits : numpy.ndarray of bool, shape (N, kh, kw, C)
-        True = +1, False = -1.
+        True = +1, False = -1. (Or ``(IntWeights, (kh, kw))`` of the (N, kh*kw*C) weights.)
     stride : (int, int)
     pads : (int, int, int, int)
         ``(top, left, bottom, right)``.
@@ -338,21 +427,22 @@ def int_conv(x: np.ndarray, w_bits: np.ndarray, stride, pads, pad_value: int) ->
     ValueError
         On a wrong dtype, shape, value range or geometry.
     """
-    x = _int_values(x, "x", 4, "(B, H, W, C)")
-    w = _bool_array(w_bits, "w_bits", 4, "(N, kh, kw, C)")
-    n, kh, kw, c = w.shape
-    if x.shape[3] != c:
-        raise ValueError(f"x has C = {x.shape[3]} channels but w_bits has C = {c}")
-    sh, sw = _pair(stride, "stride")
-    top, left, bottom, right = _pads(pads)
-    if pad_value not in (0, 1, -1) or isinstance(pad_value, bool):
-        raise ValueError(f"pad_value must be 0, 1 or -1, not {pad_value!r}")
-    _, h, wd, _ = x.shape
-    ho, wo = _out_size(h, wd, kh, kw, sh, sw, top, left, bottom, right)
-    w_cols = np.ascontiguousarray(np.where(w, 1, -1).astype(np.int64).reshape(n, kh * kw * c).T)
-    out = np.empty((x.shape[0], ho, wo, n), dtype=np.int64)
-    _int_conv(x, w_cols, kh, kw, sh, sw, top, left, int(pad_value), out)
-    return out
+    x, iw, g = _int_conv_args(x, w_bits, stride, pads, pad_value)
+    kh, kw, sh, sw, top, left, pad_value, ho, wo, band = g
+    out = np.empty((x.shape[0] * ho * wo, iw.n), dtype=np.int64)
+    _int_conv_acc(x, kh, kw, sh, sw, top, left, pad_value, ho, wo, band, iw.masks, out)
+    return out.reshape(x.shape[0], ho, wo, iw.n)
+
+
+def int_conv_threshold(x: np.ndarray, w_bits, stride, pads, pad_value: int, thresholds) -> np.ndarray:
+    """:func:`int_conv` with the threshold fused: bit ``n`` at ``(b, oy, ox)`` is
+    ``acc >= thresholds[n]``, packed (uint64 (B, Ho, Wo, ceil(N / 64)), pad bits 0)."""
+    x, iw, g = _int_conv_args(x, w_bits, stride, pads, pad_value)
+    kh, kw, sh, sw, top, left, pad_value, ho, wo, band = g
+    thr = _int_thresholds(thresholds, iw)
+    out = np.empty((x.shape[0] * ho * wo, iw.n_panels), dtype=np.uint64)
+    _int_conv_thr(x, kh, kw, sh, sw, top, left, pad_value, ho, wo, band, iw.masks, thr, out)
+    return out.reshape(x.shape[0], ho, wo, iw.n_panels)
 
 
 # --------------------------------------------------------------------------------------------
@@ -445,7 +535,8 @@ def _int_values(x, name: str, ndim: int, layout: str) -> np.ndarray:
         lo, hi = int(x.min()), int(x.max())
         if lo < _INT_MIN or hi > _INT_MAX:
             raise ValueError(f"{name} values must fit in 32 bits (int32 or uint32), got range [{lo}, {hi}]")
-    return np.ascontiguousarray(x, dtype=np.int64)
+    # narrower integers go to the kernels as they are (read as int64 there); 8-byte ones as int64
+    return np.ascontiguousarray(x, dtype=np.int64 if x.itemsize == 8 else x.dtype)
 
 
 def _bool_array(w, name: str, ndim: int, layout: str) -> np.ndarray:
@@ -751,46 +842,128 @@ def _maxpool_or(x, kh, kw, sh, sw, out):
                 out[img, oy, ox, q] = v
 
 
+@jit(inline="always")
+def _int_tile(x, r0, r1, panel, acc):
+    """acc[i, j] = sum_q x[r_i, q] & panel[q, j] for the row pair (r0, r1); returns the two row
+    sums. ``panel`` is (K, 64) int64 masks; ``acc`` a (2, 64) int64 stack tile."""
+    for j in range(_LANES):
+        acc[0, j] = 0
+        acc[1, j] = 0
+    s0 = np.int64(0)
+    s1 = np.int64(0)
+    for q in range(panel.shape[0]):
+        x0 = np.int64(x[r0, q])
+        x1 = np.int64(x[r1, q])
+        s0 += x0
+        s1 += x1
+        for j in range(_LANES):
+            m = panel[q, j]
+            acc[0, j] += x0 & m
+            acc[1, j] += x1 & m
+    return s0, s1
+
+
 @jit
-def _int_rows(patches, w_cols, out):
-    """out[m, :] = patches[m, :] @ w_cols (int64, exact); ``w_cols`` is (K, N) of ±1."""
-    n = w_cols.shape[1]
-    for m in range(patches.shape[0]):
-        dst = out[m]
-        for j in range(n):
-            dst[j] = 0
-        for kk in range(patches.shape[1]):
-            v = patches[m, kk]
-            if v != 0:
-                src = w_cols[kk]
-                for j in range(n):
-                    dst[j] += v * src[j]
+def _int_block_acc(x, m_lo, m_hi, masks, p, out, out_row0):
+    """Dot products of rows [m_lo, m_hi) of ``x`` with panel ``p`` into ``out[out_row0 + m]``."""
+    wide_vectors()
+    acc = carray(stack_i64(128), (2, _LANES))
+    n0 = p * _LANES
+    nj = min(_LANES, out.shape[1] - n0)
+    for m0 in range(m_lo, m_hi, 2):
+        m1 = min(m0 + 1, m_hi - 1)
+        s0, s1 = _int_tile(x, m0, m1, masks[p], acc)
+        row0 = out[out_row0 + m0, n0 : n0 + nj]
+        row1 = out[out_row0 + m1, n0 : n0 + nj]
+        for j in range(nj):
+            row0[j] = 2 * acc[0, j] - s0
+            row1[j] = 2 * acc[1, j] - s1
+
+
+@jit
+def _int_block_thr(x, m_lo, m_hi, masks, p, thr, out, out_row0):
+    """Packed output word ``p`` of rows [m_lo, m_hi): bit j = dot >= thr[64 p + j]."""
+    wide_vectors()
+    acc = carray(stack_i64(128), (2, _LANES))
+    n0 = p * _LANES
+    t = thr[n0 : n0 + _LANES]
+    for m0 in range(m_lo, m_hi, 2):
+        m1 = min(m0 + 1, m_hi - 1)
+        s0, s1 = _int_tile(x, m0, m1, masks[p], acc)
+        word0 = np.uint64(0)
+        word1 = np.uint64(0)
+        for j in range(_LANES):
+            word0 |= np.uint64(2 * acc[0, j] - s0 >= t[j]) << np.uint64(j)
+            word1 |= np.uint64(2 * acc[1, j] - s1 >= t[j]) << np.uint64(j)
+        out[out_row0 + m0, p] = word0
+        out[out_row0 + m1, p] = word1
 
 
 @pjit
-def _int_dense(x, w_cols, out):
+def _int_dense_acc(x, masks, out):
     m = x.shape[0]
-    for blk in prange(_ceil_div(m, _ROW_BLOCK)):
-        lo = np.int64(blk) * _ROW_BLOCK
-        hi = min(m, lo + _ROW_BLOCK)
-        _int_rows(x[lo:hi], w_cols, out[lo:hi])
+    n_panels = masks.shape[0]
+    for i in prange(_ceil_div(m, _ROW_BLOCK) * n_panels):
+        wide_vectors()
+        rb, p = divmod(np.int64(i), n_panels)
+        _int_block_acc(x, rb * _ROW_BLOCK, min(m, (rb + 1) * _ROW_BLOCK), masks, p, out, 0)
 
 
 @pjit
-def _int_conv(x, w_cols, kh, kw, sh, sw, top, left, pad_value, out):
-    b, ho, wo, n = out.shape
+def _int_dense_thr(x, masks, thr, out):
+    m = x.shape[0]
+    n_panels = masks.shape[0]
+    for i in prange(_ceil_div(m, _ROW_BLOCK) * n_panels):
+        wide_vectors()
+        rb, p = divmod(np.int64(i), n_panels)
+        _int_block_thr(x, rb * _ROW_BLOCK, min(m, (rb + 1) * _ROW_BLOCK), masks, p, thr, out, 0)
+
+
+@jit
+def _int_patches(x, img, oy0, oy1, kh, kw, sh, sw, top, left, pad_value, wo, buf):
+    """Integer im2col of output rows [oy0, oy1) of image ``img``: patch column
+    ``(ky*kw + kx)*C + ch``; padded taps hold ``pad_value``."""
     h, w, c = x.shape[1], x.shape[2], x.shape[3]
-    for i in prange(b * ho):
-        img, oy = divmod(np.int64(i), ho)
-        patches = np.empty((wo, kh * kw * c), dtype=np.int64)  # this row's own buffer
+    row = 0
+    for oy in range(oy0, oy1):
         for ox in range(wo):
+            dst = buf[row]
             col = 0
             for ky in range(kh):
                 iy = oy * sh - top + ky
                 for kx in range(kw):
                     ix = ox * sw - left + kx
-                    inside = 0 <= iy < h and 0 <= ix < w
-                    for ch in range(c):
-                        patches[ox, col] = x[img, iy, ix, ch] if inside else pad_value
-                        col += 1
-        _int_rows(patches, w_cols, out[img, oy])
+                    if 0 <= iy < h and 0 <= ix < w:
+                        for ch in range(c):
+                            dst[col + ch] = x[img, iy, ix, ch]
+                    else:
+                        for ch in range(c):
+                            dst[col + ch] = pad_value
+                    col += c
+            row += 1
+
+
+@pjit
+def _int_conv_acc(x, kh, kw, sh, sw, top, left, pad_value, ho, wo, band, masks, out):
+    k = masks.shape[1]
+    for i in prange(x.shape[0] * _ceil_div(ho, band)):
+        wide_vectors()
+        buf = np.empty((band * wo, k), dtype=np.int64)  # this item's own patch buffer
+        img, oy0, oy1 = _conv_item(i, ho, band)
+        _int_patches(x, img, oy0, oy1, kh, kw, sh, sw, top, left, pad_value, wo, buf)
+        rows = (oy1 - oy0) * wo
+        for p in range(masks.shape[0]):
+            _int_block_acc(buf, 0, rows, masks, p, out, (img * ho + oy0) * wo)
+
+
+@pjit
+def _int_conv_thr(x, kh, kw, sh, sw, top, left, pad_value, ho, wo, band, masks, thr, out):
+    k = masks.shape[1]
+    for i in prange(x.shape[0] * _ceil_div(ho, band)):
+        wide_vectors()
+        buf = np.empty((band * wo, k), dtype=np.int64)  # this item's own patch buffer
+        img, oy0, oy1 = _conv_item(i, ho, band)
+        _int_patches(x, img, oy0, oy1, kh, kw, sh, sw, top, left, pad_value, wo, buf)
+        rows = (oy1 - oy0) * wo
+        for p in range(masks.shape[0]):
+            _int_block_thr(buf, 0, rows, masks, p, thr, out, (img * ho + oy0) * wo)

@@ -416,3 +416,75 @@ def test_gemm_core_uses_zmm_vpopcntq(tmp_path):
     assert len(counts) == 4
     # 2 rows x 8 zmm of 8 channels: 16 vpopcntq zmm in the unrolled K loop of each kernel
     assert all(int(v) >= 16 for v in counts.values()), counts
+
+
+# --------------------------------------------------------------------------------------------
+# Integer first layer with the threshold fused (packed output bits), against tests/naive.py
+
+
+def _int_values_of(rng, dtype, shape, extreme):
+    info = np.iinfo(dtype)
+    lo, hi = max(info.min, -(2**31)), min(info.max, 2**32 - 1)
+    if not extreme:
+        lo, hi = max(lo, -300), min(hi, 300)
+    x = rng.integers(lo, hi, size=shape, endpoint=True)
+    if extreme and x.size:  # the range's ends, several times
+        flat = x.reshape(-1)
+        flat[rng.random(flat.size) < 0.3] = lo
+        flat[rng.random(flat.size) < 0.3] = hi
+    return x.astype(dtype)
+
+
+def _int_thresholds_near(rng, dots):
+    """Per-channel thresholds at, next to and far from the reached dot products."""
+    n = dots.shape[-1]
+    pick = dots.reshape(-1, n)[rng.integers(0, dots.reshape(-1, n).shape[0], n), np.arange(n)]
+    t = pick + rng.integers(-1, 2, n)
+    far = rng.random(n) < 0.2
+    t[far] = rng.choice([np.iinfo(np.int64).min, np.iinfo(np.int64).max, 0], far.sum())
+    return t.astype(np.int64)
+
+
+@SETTINGS
+@given(
+    st.sampled_from([1, 2, 3, 64, 65, 130]),
+    st.sampled_from([1, 5, 63, 64, 65, 129]),
+    st.sampled_from([1, 9, 64, 785]),
+    st.sampled_from([np.int8, np.uint8, np.int16, np.int32, np.uint32, np.int64]),
+    st.booleans(),
+    st.integers(0, 2**32 - 1),
+)
+def test_int_dense_threshold_matches_naive(m, n, k, dtype, extreme, seed):
+    import naive
+
+    rng = np.random.default_rng(seed)
+    x = _int_values_of(rng, dtype, (m, k), extreme)
+    w_bits = random_bits(rng, (n, k))
+    dots = x.astype(np.int64) @ naive.pm1(w_bits).T
+    t = _int_thresholds_near(rng, dots)
+    out = kernels.int_dense_threshold(x, w_bits, t)
+    assert out.dtype == np.uint64 and out.shape == (m, (n + 63) // 64)
+    np.testing.assert_array_equal(out, pack_bits(dots >= t))  # pad bits 0 included
+    np.testing.assert_array_equal(kernels.int_dense(x, kernels.prepack_int_weights(w_bits)), dots)
+
+
+@SETTINGS
+@given(conv_cases(), st.sampled_from([np.uint8, np.int8, np.int16, np.int32]), st.sampled_from([0, 1, -1]), st.booleans())
+def test_int_conv_threshold_matches_reference(case, dtype, pad_value, extreme):
+    b, h, w, c, n, kernel, stride, pads, _, seed = case
+    rng = np.random.default_rng(seed)
+    x = _int_values_of(rng, dtype, (b, h, w, c), extreme)
+    w_bits = random_bits(rng, (n, *kernel, c))
+    dots = ref_int_conv(x.astype(np.int64), w_bits, stride, pads, pad_value)  # pads may exceed the kernel here
+    t = _int_thresholds_near(rng, dots)
+    out = kernels.int_conv_threshold(x, w_bits, stride, pads, pad_value, t)
+    assert out.dtype == np.uint64 and out.shape == dots.shape[:3] + ((n + 63) // 64,)
+    np.testing.assert_array_equal(out, pack_bits(dots >= t))
+
+
+def test_int_threshold_kernels_reject_bad_thresholds():
+    w_bits = np.ones((3, 4), bool)
+    with pytest.raises(ValueError, match=r"thresholds must be integers of shape \(3,\)"):
+        kernels.int_dense_threshold(np.zeros((1, 4), np.int8), w_bits, np.zeros(4, np.int64))
+    with pytest.raises(ValueError, match=r"thresholds must be integers of shape \(3,\)"):
+        kernels.int_dense_threshold(np.zeros((1, 4), np.int8), w_bits, np.zeros(3))
