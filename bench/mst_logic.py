@@ -4,7 +4,8 @@ Usage::
 
     python bench/mst_logic.py [--quick] [--json PATH] [--families ice40,ecp5] [--depths 2,4,8]
                               [--style adder] [--register-every 1] [--timeout S] [--workdir DIR]
-                              [--skip-mst] [--skip-styles]
+                              [--skip-mst] [--skip-styles] [--model NAME --layer NAME]
+                              [--compare carry|logic] [--mst-share search|identical|none]
 
 Two sections; every design is converted to Verilog once (Amaranth) and synthesised for each family
 (``bnnfab.codegen.synth.synthesize``: ``synth_ice40`` / ``synth_ecp5``, then ``stat``), one run at
@@ -24,7 +25,21 @@ a time.
    logic blocks (``LC>=``: an iCE40 logic cell holds one LUT4, one carry and one flip-flop;
    ``slice>=``: an ECP5 slice two LUT4s and two flip-flops), the plain/MST ratios of those, the
    planner's binary-op ratio, and ``UnrolledDense.cost()``'s analytic estimate beside the
-   synthesised counts. The issue's goal is >= 3x fewer LUTs on an MST-regularised layer.
+   synthesised counts (with ``tree ops``, the counters and adders the trees build, shared ones
+   once). The issue's goal is >= 3x fewer LUTs on an MST-regularised layer.
+
+   The engines are the defaults of ``UnrolledDense`` (see ``bnnfab.hdl.unrolled``): MST engines
+   share their trees' common first-level full adders (``share="search"``), feed one literal per
+   child to its reuse adder's carry-in and fuse small leaves' adder and comparison into one carry
+   chain; plain engines are the ordinary plain mode, one aligned tree per channel with each
+   identical operation built once (``share="identical"``). ``--mst-share`` changes the MST
+   engines' sharing (plain keeps its default); ``--compare logic`` writes every threshold
+   comparison (plain and MST) as LUT logic instead of a carry-chain comparison (and fuses no
+   leaves). Caveat on ECP5: ``synth_ecp5`` maps with ABC9, which maps for delay
+   first; it builds adders of up to 4 result bits as LUT logic and maps them faster (wide-mux
+   LUT5-7 functions, more LUTs) when the longest carry chain in the design is short, so small
+   changes elsewhere (one more bit on a comparison) can move the ECP5 count by ~7%. iCE40 counts
+   follow the structure closely.
 2. **Popcount structure** on the random layer in plain mode: every ``PopcountStyle`` at
    ``register_every`` 1, 2 and 3, against a naive baseline written here (each channel's popcount a
    ``+`` chain, registered only at the output), so the lead can pick the structure per family.
@@ -66,6 +81,11 @@ from bnnfab.hdl.popcount import PopcountStyle  # noqa: E402
 from bnnfab.hdl.unrolled import UnrolledDense  # noqa: E402
 from bnnfab.models import Dense, zoo  # noqa: E402
 from bnnfab.sim.mst import plan_mst  # noqa: E402
+
+try:  # run as a script: bench/ is on sys.path
+    from _results import metric  # noqa: E402
+except ImportError:  # pragma: no cover - imported as bench.mst_logic
+    from bench._results import metric  # noqa: E402
 
 TOP = "top"
 RANDOM_SEED = 2026
@@ -138,11 +158,14 @@ class Design:
     inverted: bool = False
     style: str | None = None
     register_every: int | None = None
+    compare: str = "carry"
+    share: str | None = None  # None: the engine's default ("search" in MST mode, "identical" in plain)
 
     @property
     def key(self) -> tuple:
         """Designs with equal keys are the same hardware (synthesised once)."""
-        return (self.layer.label, self.depth, self.inverted, self.style, self.register_every)
+        return (self.layer.label, self.depth, self.inverted, self.style, self.register_every,
+                self.compare, self.share)
 
 
 def code_layer(rows: int | None, model_name: str = "digits-ecoc-mlp", layer_name: str = "code") -> Layer:
@@ -168,18 +191,25 @@ def random_layer(n: int = 64, k: int = 64) -> Layer:
     return Layer("random", w[:n].copy(), t[:n].copy())
 
 
-def mst_designs(layer: Layer, depths, style: PopcountStyle, r: int) -> list[Design]:
+def mst_designs(layer: Layer, depths, style: PopcountStyle, r: int, compare: str = "carry",
+                share: str | None = None) -> list[Design]:
+    """Plain and MST engines of ``layer``; ``compare`` and ``share`` as for ``UnrolledDense``
+    (``share`` None: the engine's default; it applies to the MST engines only, plain stays the
+    engine's ordinary plain mode)."""
     def unrolled(parent=None, inverted=None):
+        mst_share = share if parent is not None else None  # plain: always the engine's default
         return lambda: UnrolledDense(layer.weights, layer.thresholds, parent, inverted,
-                                     register_every=r, style=style)
+                                     register_every=r, style=style, compare=compare, share=mst_share)
 
-    out = [Design("mst", layer, "plain", unrolled(), 1.0, style=style.name, register_every=r)]
+    out = [Design("mst", layer, "plain", unrolled(), 1.0, style=style.name, register_every=r,
+                  compare=compare)]
     for depth in depths:
         for inv in (False, True):
             s = plan_mst(layer.weights, depth, inv)
             out.append(Design(
                 "mst", layer, f"mst d{depth}{' inv' if inv else ''}", unrolled(s.parent, s.inverted),
                 float(s.ratio), depth=depth, inverted=inv, style=style.name, register_every=r,
+                compare=compare, share=share,
             ))
     return out
 
@@ -216,6 +246,7 @@ def run_design(d: Design, families: list[Family], timeout: float, workroot: Path
     comp = d.build()
     cost = comp.cost() if isinstance(comp, UnrolledDense) else None
     latency = comp.latency if isinstance(comp, UnrolledDense) else 1
+    shared = comp.plan.share if isinstance(comp, UnrolledDense) else None
     text = verilog.convert(comp, name=TOP)
     convert_s = time.perf_counter() - t0
     del comp
@@ -224,6 +255,10 @@ def run_design(d: Design, families: list[Family], timeout: float, workroot: Path
         "depth": d.depth, "inverted": d.inverted, "style": d.style, "register_every": d.register_every,
         "latency": latency, "convert_seconds": round(convert_s, 2), "verilog_bytes": len(text),
         "est_lut4": None if cost is None else cost.lut4,
+        "est_tree_ops": None if cost is None else cost.tree_ops,
+        "est_unshared_lut4": None if cost is None else cost.unshared_lut4,
+        "compare": d.compare,
+        "share": shared,
         "est_carry": None if cost is None else cost.carry,
         "est_registers": None if cost is None else cost.registers,
     }
@@ -292,14 +327,18 @@ def mst_tables(results: list[dict], families: list[Family]) -> list[str]:
                     _ratio(plain.get("ffs"), r.get("ffs")) if ok else "",
                     _ratio(plain.get("logic_floor"), r.get("logic_floor")) if ok else "",
                     _num(r, "est_lut4"), _num(r, "est_carry"), _num(r, "est_registers"),
-                    _num(r, "seconds"),
+                    _num(r, "est_tree_ops"), _num(r, "seconds"),
                 ])
         if not rows:
             continue
         header = ["layer", "config", "ops x", "lat", LUT_NAME[f], CARRY_NAME[f], "FF", "LUT-eq",
                   FLOOR_NAME[f], "LUT-eq x", "carry x", "FF x", f"{FLOOR_NAME[f][:-2]} x", "est LUT4",
-                  "est carry", "est FF", "yosys s"]
-        out.append(f"MST reuse vs plain, {f} ({'synth_' + f}); x = plain / this, measured in this run\n"
+                  "est carry", "est FF", "tree ops", "yosys s"]
+        cmp_forms = sorted({r.get("compare", "carry") for r in results if r["section"] == "mst"})
+        shares = sorted({str(r.get("share")) for r in results if r["section"] == "mst" and r.get("depth") is not None})
+        out.append(f"MST reuse vs plain, {f} ({'synth_' + f}); x = plain / this, measured in this run; "
+                   f"compare={','.join(cmp_forms)}, MST share={','.join(shares)}; "
+                   "tree ops = counters and adders built in the trees, shared ones once\n"
                    + _table(header, rows))
     return out
 
@@ -352,6 +391,27 @@ def goal_lines(results: list[dict], families: list[Family]) -> list[str]:
     return lines
 
 
+def metrics(results: list[dict], families: list[Family]) -> list[dict]:
+    """The figures as ``python -m bench`` records (bench/_results.py): LUT-eq of every design that
+    synthesised, and per MST layer and family the best plain / MST LUT-eq ratio (goal >= 3x)."""
+    out = []
+    for r in results:
+        if r["status"] == "ok":
+            out.append(metric(f"{r['section']} {r['layer']} {r['config']} {r['family']} LUT-eq", r["lut_equivalent"], "LUT4"))
+    for layer in dict.fromkeys(r["layer"] for r in results if r["section"] == "mst"):
+        for fam in families:
+            recs = [r for r in results if r["section"] == "mst" and r["layer"] == layer
+                    and r["family"] == fam.value and r["status"] == "ok"]
+            plain = next((r for r in recs if r["config"] == "plain"), None)
+            mst = [r for r in recs if r["config"] != "plain"]
+            if plain is None or not mst:
+                continue
+            best = max(mst, key=lambda r: plain["lut_equivalent"] / r["lut_equivalent"])
+            out.append(metric(f"{layer} {fam.value} plain / MST LUT-eq (best: {best['config']})",
+                              plain["lut_equivalent"] / best["lut_equivalent"], "x", goal=f">= {GOAL:g}", headline=True))
+    return out
+
+
 def _list(text: str, conv) -> list:
     return [conv(s) for s in text.split(",") if s.strip()]
 
@@ -372,6 +432,10 @@ def main(argv=None) -> int:
     ap.add_argument("--skip-styles", action="store_true", help="only the MST section")
     ap.add_argument("--model", default="digits-ecoc-mlp", help="bundled model of the MST section (default digits-ecoc-mlp)")
     ap.add_argument("--layer", default="code", help="its binary Dense layer (default code)")
+    ap.add_argument("--compare", default="carry", choices=["carry", "logic"],
+                    help="threshold comparisons of the MST section, plain and MST alike (default carry)")
+    ap.add_argument("--mst-share", default=None, choices=["search", "identical", "none"],
+                    help="tree sharing of the MST engines (default: the engine's, search)")
     args = ap.parse_args(argv)
 
     families = [Family(f) for f in _list(args.families, str)]
@@ -384,9 +448,10 @@ def main(argv=None) -> int:
     designs: list[Design] = []
     rnd = random_layer()
     if not args.skip_mst:
+        share = args.mst_share
         designs += mst_designs(code_layer(QUICK_CODE_ROWS if args.quick else None, args.model, args.layer), depths, style,
-                               args.register_every)
-        designs += mst_designs(rnd, depths, style, args.register_every)
+                               args.register_every, args.compare, share)
+        designs += mst_designs(rnd, depths, style, args.register_every, args.compare, share)
     if not args.skip_styles:
         designs += style_designs(random_layer(style_rows), registers)
 
@@ -422,6 +487,8 @@ def main(argv=None) -> int:
             "families": [f.value for f in families],
             "depths": depths,
             "style": style.name,
+            "compare": args.compare,
+            "mst_share": args.mst_share or "search",
             "register_every": args.register_every,
             "yosys": " ".join(yosys),
             "tool": tool,
@@ -429,6 +496,7 @@ def main(argv=None) -> int:
             "machine": platform.machine(),
             "total_seconds": round(total, 1),
             "results": results,
+            "metrics": metrics(results, families),
         }
         Path(args.json).write_text(json.dumps(report, indent=2))
         print(f"wrote {args.json}")

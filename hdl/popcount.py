@@ -45,14 +45,31 @@ counters. LUT estimates, ignoring what synthesis may merge across unregistered l
 * ``lut6`` (7-series): a counter of at most 5 inputs and 2 outputs 1 LUT (dual-output LUT6_2),
   4:3 and 5:3 2, 6:3 3; a carry-chain adder one LUT per position (the carry out is free).
 * ``registers``: the live bits at every registered level boundary.
+
+Shared trees
+------------
+:func:`plan_shared_popcounts` plans several trees over one pool of input bits at once (e.g. the
+channels of a layer over the literals ``x[k]`` and ``~x[k]``) as a :class:`SharedPopcountPlan`:
+one list of levels for all trees, where an operation with the same inputs at the same level is made
+once, and, in the ``ADDER`` style, the trees' first-level full adders come from a greedy
+common-subexpression search over triples of input bits. :func:`build_shared_popcounts` builds it
+(one register per level boundary for all trees, each live bit held once) and
+:meth:`SharedPopcountPlan.cost` counts every operation once. The search enumerates every triple of
+every tree taking part (``C(w, 3)`` for a ``w``-bit tree, ~41,700 at 64 bits): within
+:data:`MAX_SHARE_TRIPLES` the narrowest trees take part, the rest keep their own plans (and lend
+their first-level full adders to the others).
 """
 
 from __future__ import annotations
 
 import enum
 import functools
+import heapq
+import itertools
 from dataclasses import dataclass
 from typing import Sequence, Union
+
+import numpy as np
 
 from amaranth.hdl import C, Cat, Module, Signal, Value
 from amaranth.lib import wiring
@@ -69,6 +86,10 @@ __all__ = [
     "popcount_latency",
     "build_popcount",
     "PopcountTree",
+    "SharedPopcountPlan",
+    "plan_shared_popcounts",
+    "evaluate_shared",
+    "build_shared_popcounts",
 ]
 
 
@@ -252,45 +273,60 @@ class _Ids:
         return ids
 
 
+def _adder_level(state, make, pending: int = 0):
+    """One level of the ``ADDER`` style on ``state`` (operands ``(bits LSB first, largest value)``).
+
+    A level pairs the multi-bit operands largest with largest, gives each adder a leftover single
+    bit as carry-in, and puts the remaining singles in threes into full adders; two singles become a
+    half adder only when nothing else is left (``pending`` counts operands made elsewhere in this
+    level that join the next state). ``make(a, b, cin, value)`` adds one operation and returns its
+    output bit ids. Returns the next state (without the pending operands)."""
+    singles = [o for o in state if o[1] == 1]
+    multis = sorted((o for o in state if o[1] > 1), key=lambda o: o[1])
+    nxt: list[tuple[tuple[int, ...], int]] = []
+
+    def add(a, b, cin):
+        v = a[1] + (b[1] if b else 0) + (cin[1] if cin else 0)
+        nxt.append((make(a, b, cin, v), v))
+
+    while len(multis) >= 2:
+        a, b = multis.pop(), multis.pop()
+        add(a, b, singles.pop(0) if singles else None)
+    if multis:
+        if singles:
+            b = singles.pop(0)
+            add(multis.pop(), b, singles.pop(0) if singles else None)
+        else:
+            nxt.append(multis.pop())
+    while len(singles) >= 3:
+        add(singles.pop(0), singles.pop(0), singles.pop(0))
+    if len(singles) == 2 and not nxt and not pending:
+        add(singles.pop(0), singles.pop(0), None)
+    nxt.extend(singles)
+    return nxt
+
+
+def _adder_op(a, b, cin, out) -> Op:
+    """The operation of ``_adder_level``'s ``make``: a counter when every operand is one bit."""
+    if a[1] == 1 and (b is None or b[1] == 1):
+        return CounterOp(a[0] + (b[0] if b else ()) + (cin[0] if cin else ()), out)
+    return AdderOp(a[0], b[0] if b else (), cin[0][0] if cin else None, out)
+
+
 def _plan_adder(n: int) -> tuple[list[list[Op]], tuple[int, ...]]:
-    # Operands are numbers: (bits LSB first, largest value). A level pairs the multi-bit operands
-    # largest with largest, gives each adder a leftover single bit as carry-in, and puts the
-    # remaining singles in threes into full adders.
     ids = _Ids(n)
     state: list[tuple[tuple[int, ...], int]] = [((i,), 1) for i in range(n)]
     levels: list[list[Op]] = []
     while len(state) > 1:
-        singles = [o for o in state if o[1] == 1]
-        multis = sorted((o for o in state if o[1] > 1), key=lambda o: o[1])
         level: list[Op] = []
-        nxt: list[tuple[tuple[int, ...], int]] = []
 
-        def add(a, b, cin):
-            v = a[1] + (b[1] if b else 0) + (cin[1] if cin else 0)
+        def make(a, b, cin, v):
             out = ids.take(v.bit_length())
-            if a[1] == 1 and (b is None or b[1] == 1):
-                bits = a[0] + (b[0] if b else ()) + (cin[0] if cin else ())
-                level.append(CounterOp(bits, out))
-            else:
-                level.append(AdderOp(a[0], b[0] if b else (), cin[0][0] if cin else None, out))
-            nxt.append((out, v))
+            level.append(_adder_op(a, b, cin, out))
+            return out
 
-        while len(multis) >= 2:
-            a, b = multis.pop(), multis.pop()
-            add(a, b, singles.pop(0) if singles else None)
-        if multis:
-            if singles:
-                b = singles.pop(0)
-                add(multis.pop(), b, singles.pop(0) if singles else None)
-            else:
-                nxt.append(multis.pop())
-        while len(singles) >= 3:
-            add(singles.pop(0), singles.pop(0), singles.pop(0))
-        if len(singles) == 2 and not nxt:
-            add(singles.pop(0), singles.pop(0), None)
-        nxt.extend(singles)
+        state = _adder_level(state, make)
         levels.append(level)
-        state = nxt
     return levels, (state[0][0] if state else ())
 
 
@@ -464,6 +500,28 @@ _COUNTER_LUT4 = {2: 2, 3: 2, 4: 3, 5: 7, 6: 7}
 _COUNTER_LUT6 = {2: 1, 3: 1, 4: 2, 5: 2, 6: 3}
 
 
+def _ops_cost(ops) -> tuple[int, int, int, int, int, int]:
+    """``(full_adders, half_adders, counters, lut4, lut6, carry)`` of operations (cost model in the
+    module docstring)."""
+    fa = ha = cnt = lut4 = lut6 = carry = 0
+    for op in ops:
+        if isinstance(op, CounterOp):
+            k = len(op.bits)
+            fa += k == 3
+            ha += k == 2
+            cnt += k >= 4
+            lut4 += _COUNTER_LUT4[k]
+            lut6 += _COUNTER_LUT6[k]
+        else:
+            f, h = op.positions()
+            fa += f
+            ha += h
+            lut4 += len(op.out)
+            lut6 += f + h
+            carry += f + h
+    return fa, ha, cnt, lut4, lut6, carry
+
+
 def popcount_cost(width: int, style=PopcountStyle.ADDER, register_every: int | None = 1) -> PopcountCost:
     """Levels, latency, adder and counter counts, and LUT / carry / register estimates of a tree.
 
@@ -471,23 +529,7 @@ def popcount_cost(width: int, style=PopcountStyle.ADDER, register_every: int | N
     synthesis is run.
     """
     plan = plan_popcount(width, style)
-    fa = ha = cnt = lut4 = lut6 = carry = 0
-    for level in plan.levels:
-        for op in level:
-            if isinstance(op, CounterOp):
-                k = len(op.bits)
-                fa += k == 3
-                ha += k == 2
-                cnt += k >= 4
-                lut4 += _COUNTER_LUT4[k]
-                lut6 += _COUNTER_LUT6[k]
-            else:
-                f, h = op.positions()
-                fa += f
-                ha += h
-                lut4 += len(op.out)
-                lut6 += f + h
-                carry += f + h
+    fa, ha, cnt, lut4, lut6, carry = _ops_cost(op for level in plan.levels for op in level)
     regs = sum(len(plan.live[l - 1]) for l in plan.registered_after(register_every))
     return PopcountCost(
         width=width,
@@ -502,6 +544,433 @@ def popcount_cost(width: int, style=PopcountStyle.ADDER, register_every: int | N
         carry=carry,
         registers=regs,
     )
+
+
+# --------------------------------------------------------------------------------------------
+# Several trees over one set of input bits, sharing operations
+
+
+@dataclass(frozen=True, eq=False)
+class SharedPopcountPlan:
+    """Popcount trees over one pool of ``n_inputs`` bits (ids ``0 .. n_inputs - 1``), planned
+    together so that an operation several trees need is made once (see
+    :func:`plan_shared_popcounts`).
+
+    Attributes
+    ----------
+    n_inputs : int
+    style : PopcountStyle
+    levels : tuple of tuple of CounterOp or AdderOp
+        As in :class:`PopcountPlan`, for all trees at once; every operation is built once.
+    outs : tuple of tuple of int
+        Per tree, its count, least significant bit first (``widths[t].bit_length()`` bits).
+    done : tuple of int
+        Per tree, the level after which its count is complete (0: it is an input bit or empty).
+    inputs : tuple of tuple of int
+        Per tree, the input bits it counts (its spare excluded).
+    spares : tuple of (int or None)
+        Per tree, the input bit taken out of it for its consumer's free carry-in, or None.
+    unshared : PopcountCost
+        The same trees (same inputs, spares taken) planned one by one without sharing, for
+        comparison (registers counted at ``register_every = 1``).
+    """
+
+    n_inputs: int
+    style: PopcountStyle
+    levels: tuple[tuple[Op, ...], ...]
+    outs: tuple[tuple[int, ...], ...]
+    done: tuple[int, ...]
+    inputs: tuple[tuple[int, ...], ...]
+    spares: tuple[int | None, ...]
+    unshared: PopcountCost
+
+    @property
+    def n_levels(self) -> int:
+        return len(self.levels)
+
+    def registered_after(self, register_every: int | None) -> tuple[int, ...]:
+        """The levels after which the live bits are registered: every ``r``-th and the last."""
+        r = _check_register_every(register_every, allow_none=True)
+        if r is None:
+            return ()
+        n = self.n_levels
+        return tuple(l for l in range(1, n + 1) if l % r == 0 or l == n)
+
+    def latency(self, tree: int, register_every: int | None) -> int:
+        """Cycles from the input bits to tree ``tree``'s count: ``ceil(done / r)`` (0 when
+        combinational or when the count is an input bit)."""
+        r = _check_register_every(register_every, allow_none=True)
+        return 0 if r is None else -(-self.done[tree] // r)
+
+    def _held_until(self, register_every: int | None) -> list[int]:
+        """Per tree, the registered level that first holds its count (0: an input bit or empty;
+        -1: a combinational plan's count)."""
+        regs = self.registered_after(register_every)
+        if not regs:  # combinational: every count is read after the last level
+            return [0 if d == 0 else -1 for d in self.done]
+        return [0 if d == 0 else min(l for l in regs if l >= d) for d in self.done]
+
+    def live(self, register_every: int | None) -> dict[int, tuple[int, ...]]:
+        """The bits held after each level: made at or before it and still to be read by a later
+        operation, or a count not yet registered (a count is held until the registered level at or
+        after its ``done``)."""
+        made_at = {i: 0 for i in range(self.n_inputs)}
+        last_use: dict[int, int] = {}
+        for li, level in enumerate(self.levels, start=1):
+            for op in level:
+                for b in op.inputs:
+                    last_use[b] = max(last_use.get(b, 0), li)
+                for b in op.out:
+                    made_at[b] = li
+        for out, held in zip(self.outs, self._held_until(register_every)):
+            for b in out:
+                last_use[b] = max(last_use.get(b, 0), held + 1)
+        live: dict[int, list[int]] = {li: [] for li in range(1, self.n_levels + 1)}
+        for b in sorted(last_use):
+            for li in range(max(made_at[b], 1), min(last_use[b], self.n_levels + 1)):
+                live[li].append(b)
+        return {li: tuple(v) for li, v in live.items()}
+
+    def cost(self, register_every: int | None = 1) -> PopcountCost:
+        """Operations counted once (cost model in the module docstring); ``width`` is the number
+        of counted input bits summed over the trees, ``latency`` the slowest tree's."""
+        fa, ha, cnt, lut4, lut6, carry = _ops_cost(op for level in self.levels for op in level)
+        live = self.live(register_every)
+        regs = sum(len(live[l]) for l in self.registered_after(register_every))
+        lat = max((self.latency(t, register_every) for t in range(len(self.outs))), default=0)
+        return PopcountCost(
+            width=sum(len(i) for i in self.inputs), style=self.style, levels=self.n_levels,
+            latency=lat, full_adders=fa, half_adders=ha, counters=cnt, lut4=lut4, lut6=lut6,
+            carry=carry, registers=regs,
+        )
+
+
+# Above this many candidate triples the sharing search leaves the widest flexible trees out (they
+# keep their own grouping); it bounds the planning time (~2 s per million, numpy).
+MAX_SHARE_TRIPLES = 1_500_000
+
+
+class _SharedBuilder:
+    """Global operation list with hash-consing: an operation with the same inputs at the same
+    level as an existing one returns that one's outputs."""
+
+    def __init__(self, n_inputs: int, share: bool):
+        self.ids = _Ids(n_inputs)
+        self.share = share
+        self.levels: list[list[Op]] = []
+        self.made: dict[tuple, tuple[int, ...]] = {}
+
+    def _put(self, level: int, key, op: Op) -> tuple[int, ...]:
+        while len(self.levels) < level:
+            self.levels.append([])
+        self.levels[level - 1].append(op)
+        self.made[key] = op.out
+        return op.out
+
+    def counter(self, level: int, bits: tuple[int, ...], n_out: int) -> tuple[int, ...]:
+        key = (level, "c", tuple(sorted(bits)))
+        if self.share and key in self.made:
+            return self.made[key]
+        return self._put(level, key, CounterOp(tuple(bits), self.ids.take(n_out)))
+
+    def adder(self, level: int, a, b, cin, n_out: int) -> tuple[int, ...]:
+        rows = sorted((tuple(a), tuple(b)), key=lambda r: tuple(-1 if x is None else x for x in r))
+        key = (level, "a", tuple(rows), cin)
+        if self.share and key in self.made:
+            return self.made[key]
+        return self._put(level, key, AdderOp(tuple(a), tuple(b), cin, self.ids.take(n_out)))
+
+    def remap(self, plan: PopcountPlan, bits: Sequence[int]) -> tuple[tuple[int, ...], int]:
+        """Add a single-tree plan over ``bits``; its count's ids and completion level."""
+        m: dict[int | None, int | None] = {i: b for i, b in enumerate(bits)}
+        m[None] = None
+        made_at = {b: 0 for b in bits}
+        for li, level in enumerate(plan.levels, start=1):
+            for op in level:
+                if isinstance(op, CounterOp):
+                    out = self.counter(li, tuple(m[b] for b in op.bits), len(op.out))
+                else:
+                    out = self.adder(li, [m[b] for b in op.a], [m[b] for b in op.b], m[op.cin], len(op.out))
+                for o, g in zip(op.out, out):
+                    m[o] = g
+                    made_at[g] = li
+        out = tuple(m[b] for b in plan.out)
+        return out, max((made_at.get(b, 0) for b in out), default=0)
+
+    def adder_level(self, level: int, state, pending: int = 0):
+        """One ``ADDER`` level (:func:`_adder_level`) at ``level``: the next state and the level
+        each new operand was made at."""
+        made_at = {}
+
+        def make(a, b, cin, v):
+            n_out = v.bit_length()
+            if a[1] == 1 and (b is None or b[1] == 1):
+                out = self.counter(level, a[0] + (b[0] if b else ()) + (cin[0] if cin else ()), n_out)
+            else:
+                out = self.adder(level, a[0], b[0] if b else (), cin[0][0] if cin else None, n_out)
+            made_at[out] = level
+            return out
+
+        return _adder_level(state, make, pending), made_at
+
+
+@functools.lru_cache(maxsize=512)
+def _combinations(k: int, r: int) -> np.ndarray:
+    """Every ``r``-subset of ``range(k)`` in lexicographic order, one per row."""
+    return np.array(list(itertools.combinations(range(k), r)), dtype=np.int64).reshape(-1, r)
+
+
+def _triple_codes(bits: np.ndarray, m: int) -> np.ndarray:
+    """The codes ``(a m + b) m + c`` of every triple ``a < b < c`` of the ascending ``bits``."""
+    ix = _combinations(len(bits), 3)
+    return (bits[ix[:, 0]] * m + bits[ix[:, 1]]) * m + bits[ix[:, 2]]
+
+
+def _meeting_codes(t: np.ndarray, others: np.ndarray, m: int) -> np.ndarray:
+    """The codes of the triples of ``t | others`` (disjoint sets) that meet ``t`` (3 bits)."""
+    rows = [t[None, :]]
+    if len(others):
+        for x in t:  # one bit of t and two others
+            ix = _combinations(len(others), 2)
+            rows.append(np.column_stack([np.full(len(ix), x), others[ix[:, 0]], others[ix[:, 1]]]))
+        for x, y in itertools.combinations(t, 2):  # two bits of t and one other
+            rows.append(np.column_stack([np.full(len(others), x), np.full(len(others), y), others]))
+    tri = np.sort(np.concatenate(rows), axis=1)
+    return (tri[:, 0] * m + tri[:, 1]) * m + tri[:, 2]
+
+
+def _private_lut4(n_pre: int, n_singles: int) -> int:
+    """Estimated LUT4s of a flexible tree's own operations: ``n_pre`` 2-bit operands (value 3)
+    ready after level 1 and ``n_singles`` input bits, counted with the ``ADDER`` rules."""
+    ids = _Ids(n_singles)
+    ops: list[Op] = []
+
+    def make(a, b, cin, v):
+        out = ids.take(v.bit_length())
+        ops.append(_adder_op(a, b, cin, out))
+        return out
+
+    state = [((i,), 1) for i in range(n_singles)]
+    pre = [(ids.take(2), 3) for _ in range(n_pre)]
+    state = _adder_level(state, make, len(pre)) + pre if state else pre
+    while len(state) > 1:
+        state = _adder_level(state, make)
+    return _ops_cost(ops)[3]
+
+
+def plan_shared_popcounts(
+    trees: Sequence[Sequence[int]],
+    n_inputs: int,
+    style: PopcountStyle | str = PopcountStyle.ADDER,
+    *,
+    share: bool = True,
+    fixed: Sequence[bool] | None = None,
+    carry_in: Sequence[bool] | None = None,
+    loose: Sequence[bool] | None = None,
+) -> SharedPopcountPlan:
+    """Plan popcount trees over one pool of input bits, sharing what they have in common.
+
+    Parameters
+    ----------
+    trees : sequence of sequences of int
+        Each tree's input bits: distinct ids in ``0 .. n_inputs - 1``. Their order is the order a
+        tree planned on its own (:func:`plan_popcount`) would count them in.
+    n_inputs : int
+    style : PopcountStyle or its value
+    share : bool
+        True (default): an operation with the same inputs at the same level is made once, and
+        (``ADDER`` style) the *flexible* trees — those not ``fixed`` — group their bits into
+        level-1 full adders by a greedy common-subexpression search: repeatedly the triple of
+        input bits that saves the most full adders (contained in the most flexible trees, or in one
+        and already made by a fixed tree's first level) becomes one full adder that every
+        flexible tree containing all three uses, while one is saved; the rest of each flexible
+        tree counts its remaining bits and those 2-bit sums with the ``ADDER`` rules (so it has
+        the levels of a tree of its width planned alone). False: every tree planned on its own
+        (:func:`plan_popcount`), nothing merged.
+    fixed : sequence of bool, optional
+        Trees that keep their own plan (:func:`plan_popcount` over their bits in order; e.g. the
+        full-width trees, whose aligned groups coincide across trees). Default: none. Without
+        ``share`` or with another style every tree is fixed.
+    carry_in : sequence of bool, optional
+        Trees whose consumer adds one more bit of the count's weight for free (the carry-in of
+        an adder): such a tree may leave out one input bit, returned in ``spares``; it does when
+        its estimated LUT4s drop (for a flexible tree, one of the bits left outside the shared
+        adders; for a fixed one, its last bit).
+    loose : sequence of bool, optional
+        Per input bit: True where the bit is free to carry as it is (e.g. an input port bit, where
+        its complement would need an inverter in front of a register or a carry-chain input). A
+        flexible tree puts its other bits into its full adders first (which take either for
+        free), so that the bits it leaves single (carry-ins of later adders) and its spare are
+        loose ones where it can. Default: all loose.
+
+    Returns
+    -------
+    SharedPopcountPlan
+        Deterministic: same arguments, same plan.
+
+    Raises
+    ------
+    ValueError
+        If a tree's bits are out of range or repeated, or ``fixed`` / ``carry_in`` have the wrong
+        length.
+    """
+    style = _check_style(style)
+    if isinstance(n_inputs, bool) or not isinstance(n_inputs, int) or n_inputs < 0:
+        raise ValueError(f"n_inputs must be a non-negative integer, not {n_inputs!r}")
+    trees = [tuple(int(b) for b in t) for t in trees]
+    for i, t in enumerate(trees):
+        if any(b < 0 or b >= n_inputs for b in t) or len(set(t)) != len(t):
+            raise ValueError(f"tree {i} must have distinct input bits in 0..{n_inputs - 1}, not {t}")
+    n = len(trees)
+
+    def flags(v, name):
+        if v is None:
+            return [False] * n
+        v = [bool(x) for x in v]
+        if len(v) != n:
+            raise ValueError(f"{name} must have one flag per tree ({n}), not {len(v)}")
+        return v
+
+    fixed_f, cin_f = flags(fixed, "fixed"), flags(carry_in, "carry_in")
+    if loose is not None:
+        loose = [bool(x) for x in loose]
+        if len(loose) != n_inputs:
+            raise ValueError(f"loose must have one flag per input bit ({n_inputs}), not {len(loose)}")
+    flexible = share and style is PopcountStyle.ADDER
+    members: list[int] = []  # the trees that take part in the search, narrowest first
+    if flexible:
+        budget = MAX_SHARE_TRIPLES
+        for i in sorted((i for i in range(n) if not fixed_f[i]), key=lambda i: (len(trees[i]), i)):
+            k = len(trees[i])
+            c = k * (k - 1) * (k - 2) // 6
+            if c > budget:
+                break
+            budget -= c
+            members.append(i)
+    member_set = set(members)
+    fixed_f = [i not in member_set for i in range(n)]
+    g = _SharedBuilder(n_inputs, share)
+    outs: list[tuple[int, ...]] = [()] * n
+    done = [0] * n
+    inputs: list[tuple[int, ...]] = [()] * n
+    spares: list[int | None] = [None] * n
+
+    # fixed trees: their own plans (a spare when the tree one bit narrower is cheaper)
+    for i in range(n):
+        if not fixed_f[i]:
+            continue
+        bits = trees[i]
+        narrower = bits and popcount_cost(len(bits) - 1, style).lut4 < popcount_cost(len(bits), style).lut4
+        if cin_f[i] and narrower:
+            spares[i], bits = bits[-1], bits[:-1]
+        inputs[i] = bits
+        outs[i], done[i] = g.remap(plan_popcount(len(bits), style), bits)
+
+    flex = sorted(members)
+    premade: dict[int, list[tuple[int, ...]]] = {i: [] for i in flex}
+    rest: dict[int, set[int]] = {i: set(trees[i]) for i in flex}
+    if flex:
+        pool = {tuple(sorted(op.bits)): op.out for op in (g.levels[0] if g.levels else ())
+                if isinstance(op, CounterOp) and len(op.bits) == 3}
+        # every triple of every member, as a code a*M*M + b*M + c (a < b < c): code order is
+        # the triples' lexicographic order, which breaks ties
+        M = n_inputs
+        codes = [_triple_codes(np.array(sorted(trees[i]), dtype=np.int64), M) for i in members]
+        uniq, counts = np.unique(np.concatenate(codes), return_counts=True)
+        pool_codes = np.array(sorted((a * M + b) * M + c for a, b, c in pool), dtype=np.int64)
+        in_pool = np.isin(uniq, pool_codes)
+        score = counts - (~in_pool).astype(counts.dtype)
+        heap = [(-int(score[ix]), int(ix)) for ix in np.flatnonzero(score >= 1)]
+        heapq.heapify(heap)
+        holding: dict[int, set[int]] = {}  # input bit -> the members whose rest holds it
+        for i in members:
+            for bit in trees[i]:
+                holding.setdefault(bit, set()).add(i)
+        while heap:
+            neg, ix = heapq.heappop(heap)
+            s = int(counts[ix]) - (0 if in_pool[ix] else 1)
+            if s != -neg:
+                if s >= 1:
+                    heapq.heappush(heap, (-s, ix))
+                continue
+            code = int(uniq[ix])
+            t = (code // (M * M), code // M % M, code % M)
+            if t not in pool:
+                pool[t] = g.counter(1, t, 2)
+            for i in sorted(holding[t[0]] & holding[t[1]] & holding[t[2]]):
+                r = rest[i]
+                others = np.array(sorted(r.difference(t)), dtype=np.int64)
+                gone = _meeting_codes(np.array(t, dtype=np.int64), others, M)
+                counts[np.searchsorted(uniq, gone)] -= 1
+                r.difference_update(t)
+                for bit in t:
+                    holding[bit].discard(i)
+                premade[i].append(pool[t])
+        # each flexible tree: its remaining bits (in its order) and the shared sums
+        for i in flex:
+            singles = [b for b in trees[i] if b in rest[i]]
+            if loose is not None:  # the loose bits last: they are the ones left single
+                singles.sort(key=lambda b: bool(loose[b]))
+            pre = premade[i]
+            n_pre, n_single = len(pre), len(singles)
+            if cin_f[i] and singles and _private_lut4(n_pre, n_single - 1) < _private_lut4(n_pre, n_single):
+                spares[i] = singles.pop()
+            inputs[i] = tuple(b for b in trees[i] if b != spares[i])
+            state = [((b,), 1) for b in singles]
+            pre_ops = [(out, 3) for out in pre]
+            made_at: dict[tuple[int, ...], int] = {out: 1 for out in pre}
+            made_at.update({((b,)): 0 for b in singles})
+            level = 1
+            if state:
+                nxt, m = g.adder_level(level, state, len(pre_ops))
+                made_at.update(m)
+                state = nxt + pre_ops
+            else:
+                state = pre_ops
+            while len(state) > 1:
+                level += 1
+                state, m = g.adder_level(level, state)
+                made_at.update(m)
+            if state:
+                outs[i], done[i] = state[0][0], made_at[state[0][0]]
+
+    # the same trees one by one, for comparison
+    alone = [popcount_cost(len(b), style, 1) for b in inputs]
+    unshared = PopcountCost(
+        width=sum(len(b) for b in inputs), style=style,
+        levels=max((c.levels for c in alone), default=0), latency=max((c.latency for c in alone), default=0),
+        full_adders=sum(c.full_adders for c in alone), half_adders=sum(c.half_adders for c in alone),
+        counters=sum(c.counters for c in alone), lut4=sum(c.lut4 for c in alone),
+        lut6=sum(c.lut6 for c in alone), carry=sum(c.carry for c in alone),
+        registers=sum(c.registers for c in alone),
+    )
+    return SharedPopcountPlan(
+        n_inputs=n_inputs, style=style, levels=tuple(tuple(l) for l in g.levels), outs=tuple(outs),
+        done=tuple(done), inputs=tuple(inputs), spares=tuple(spares), unshared=unshared,
+    )
+
+
+def evaluate_shared(plan: SharedPopcountPlan, bits: Sequence[int]) -> list[int]:
+    """Run a shared plan on 0/1 input values in pure Python: every tree's count."""
+    if len(bits) != plan.n_inputs:
+        raise ValueError(f"plan is for {plan.n_inputs} bits, got {len(bits)}")
+    val = {i: int(b) & 1 for i, b in enumerate(bits)}
+
+    def num(row):
+        return sum(val[b] << i for i, b in enumerate(row) if b is not None)
+
+    for level in plan.levels:
+        made = {}
+        for op in level:
+            if isinstance(op, CounterOp):
+                s = sum(val[b] for b in op.bits)
+            else:
+                s = num(op.a) + num(op.b) + (val[op.cin] if op.cin is not None else 0)
+            if s >> len(op.out):
+                raise AssertionError(f"plan overflow: {op} gave {s}")
+            made.update({b: (s >> i) & 1 for i, b in enumerate(op.out)})
+        val.update(made)
+    return [num(out) for out in plan.outs]
 
 
 # --------------------------------------------------------------------------------------------
@@ -556,59 +1025,117 @@ def build_popcount(
         raise ValueError(f"plan is for {plan.width} bits, got {len(bits)}")
     registered = set(plan.registered_after(register_every))
     val: dict[int, Value] = dict(enumerate(bits))
+    for li, level in enumerate(plan.levels, start=1):
+        keep = plan.live[li - 1] if li in registered else None
+        _build_level(m, val, li, level, keep, en, domain, name)
+    count = Cat(*(val[b] for b in plan.out))
+    return count, plan.latency(register_every)
+
+
+def _build_level(m: Module, val: dict, li: int, level, keep, en, domain: str, name: str) -> None:
+    """Build one level's operations into one Signal and point ``val`` at its bits. With ``keep``
+    (the bits live after the level) the Signal is a register holding them all, else a wire of the
+    new bits."""
 
     def row(ids):
         return Cat(*(val[b] if b is not None else C(0, 1) for b in ids))
 
-    for li, level in enumerate(plan.levels, start=1):
-        # partial counts of the 4..6-bit counters: two full adders each, into one wire
-        wide = [op for op in level if isinstance(op, CounterOp) and len(op.bits) > 3]
-        partial: dict[int, Value] = {}
-        if wide:
-            scratch = Signal(4 * len(wide), name=f"{name}_p{li}")
-            parts = []
-            for op in wide:
-                x = [val[b] for b in op.bits]
-                rest = (x[3], x[4] if len(x) > 4 else C(0, 1), x[5] if len(x) > 5 else None)
-                parts += [*_fa(*x[:3]), *_fa(*rest)]
-            m.d.comb += scratch.eq(Cat(*parts))
-            for j, op in enumerate(wide):
-                partial[id(op)] = scratch[4 * j : 4 * j + 4]
-        results: list[tuple[tuple[int, ...], Value]] = []
-        for op in level:
-            if isinstance(op, CounterOp) and len(op.bits) <= 3:
-                x = [val[b] for b in op.bits]
-                res = Cat(*_fa(x[0], x[1], x[2] if len(x) > 2 else None))
-            elif isinstance(op, CounterOp):
-                a0, a1, b0, b1 = (partial[id(op)][i] for i in range(4))
-                k = a0 & b0  # 2-bit + 2-bit as logic: the sum is at most 6
-                res = Cat(a0 ^ b0, a1 ^ b1 ^ k, (a1 & b1) | (k & (a1 | b1)))
-            else:
-                total = row(op.a) + row(op.b)
-                if op.cin is not None:
-                    total = total + val[op.cin]
-                res = total
-            results.append((op.out, res[: len(op.out)]))
-        order = [b for out, _ in results for b in out]
-        parts = [res for _, res in results]
-        if li in registered:
-            made = set(order)
-            keep = [b for b in plan.live[li - 1] if b not in made]
-            order += keep
-            parts += [val[b] for b in keep]
-            sig = Signal(len(order), name=f"{name}_r{li}", reset_less=True)
-            if en is None:
-                m.d[domain] += sig.eq(Cat(*parts))
-            else:
-                with m.If(en):
-                    m.d[domain] += sig.eq(Cat(*parts))
+    # partial counts of the 4..6-bit counters: two full adders each, into one wire
+    wide = [op for op in level if isinstance(op, CounterOp) and len(op.bits) > 3]
+    partial: dict[int, Value] = {}
+    if wide:
+        scratch = Signal(4 * len(wide), name=f"{name}_p{li}")
+        parts = []
+        for op in wide:
+            x = [val[b] for b in op.bits]
+            rest = (x[3], x[4] if len(x) > 4 else C(0, 1), x[5] if len(x) > 5 else None)
+            parts += [*_fa(*x[:3]), *_fa(*rest)]
+        m.d.comb += scratch.eq(Cat(*parts))
+        for j, op in enumerate(wide):
+            partial[id(op)] = scratch[4 * j : 4 * j + 4]
+    results: list[tuple[tuple[int, ...], Value]] = []
+    for op in level:
+        if isinstance(op, CounterOp) and len(op.bits) <= 3:
+            x = [val[b] for b in op.bits]
+            res = Cat(*_fa(x[0], x[1], x[2] if len(x) > 2 else None))
+        elif isinstance(op, CounterOp):
+            a0, a1, b0, b1 = (partial[id(op)][i] for i in range(4))
+            k = a0 & b0  # 2-bit + 2-bit as logic: the sum is at most 6
+            res = Cat(a0 ^ b0, a1 ^ b1 ^ k, (a1 & b1) | (k & (a1 | b1)))
         else:
-            sig = Signal(len(order), name=f"{name}_l{li}")
-            m.d.comb += sig.eq(Cat(*parts))
-        for i, b in enumerate(order):
-            val[b] = sig[i]
-    count = Cat(*(val[b] for b in plan.out))
-    return count, plan.latency(register_every)
+            total = row(op.a) + row(op.b)
+            if op.cin is not None:
+                total = total + val[op.cin]
+            res = total
+        results.append((op.out, res[: len(op.out)]))
+    order = [b for out, _ in results for b in out]
+    parts = [res for _, res in results]
+    if keep is not None:
+        made = set(order)
+        kept = [b for b in keep if b not in made]
+        order += kept
+        parts += [val[b] for b in kept]
+        if not order:
+            return
+        sig = Signal(len(order), name=f"{name}_r{li}", reset_less=True)
+        if en is None:
+            m.d[domain] += sig.eq(Cat(*parts))
+        else:
+            with m.If(en):
+                m.d[domain] += sig.eq(Cat(*parts))
+    else:
+        if not order:
+            return
+        sig = Signal(len(order), name=f"{name}_l{li}")
+        m.d.comb += sig.eq(Cat(*parts))
+    for i, b in enumerate(order):
+        val[b] = sig[i]
+
+
+def build_shared_popcounts(
+    m: Module,
+    bits: Sequence[Value],
+    plan: SharedPopcountPlan,
+    *,
+    register_every: int | None = None,
+    en: Value | None = None,
+    domain: str = "sync",
+    name: str = "pc",
+) -> list[tuple[Value, int]]:
+    """Add the logic of a :class:`SharedPopcountPlan` to ``m``, counting ``bits``.
+
+    Like :func:`build_popcount`, for all trees at once: each level's results (and, at a registered
+    level, every live bit) go into one Signal, so an operation or bit several trees use is built
+    or registered once.
+
+    Returns
+    -------
+    list of (count, latency)
+        Per tree: its count (unsigned, ``len(plan.outs[t])`` bits), taken from the register that
+        first holds it, and ``plan.latency(t, register_every)``.
+    """
+    bits = list(bits)
+    if len(bits) != plan.n_inputs:
+        raise ValueError(f"plan is for {plan.n_inputs} bits, got {len(bits)}")
+    registered = set(plan.registered_after(register_every))
+    live = plan.live(register_every)
+    held = plan._held_until(register_every)
+    val: dict[int, Value] = dict(enumerate(bits))
+    counts: list[Value | None] = [None] * len(plan.outs)
+
+    def capture(level):
+        for t, out in enumerate(plan.outs):
+            if counts[t] is None and held[t] == level:
+                counts[t] = Cat(*(val[b] for b in out))
+
+    capture(0)
+    for li, level in enumerate(plan.levels, start=1):
+        _build_level(m, val, li, level, live[li] if li in registered else None, en, domain, name)
+        capture(li)
+    for t, out in enumerate(plan.outs):  # combinational plans
+        if counts[t] is None:
+            counts[t] = Cat(*(val[b] for b in out))
+    return [(counts[t], plan.latency(t, register_every)) for t in range(len(plan.outs))]
 
 
 class PopcountTree(wiring.Component):

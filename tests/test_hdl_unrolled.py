@@ -25,10 +25,17 @@ from amaranth.back import rtlil, verilog
 from amaranth.hdl import ClockDomain, Module, Signal, UnusedElaboratable, Value
 from amaranth.sim import Simulator
 
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
 from bnnfab.hdl.popcount import (
+    CounterOp,
     PopcountStyle,
     PopcountTree,
+    build_shared_popcounts,
+    evaluate_shared,
     plan_popcount,
+    plan_shared_popcounts,
     popcount_cost,
     popcount_latency,
 )
@@ -261,6 +268,141 @@ def test_tree_errors_name_the_rule():
 
 
 # --------------------------------------------------------------------------------------------
+# Shared trees
+
+
+def random_tree_sets(rng, n_inputs: int, n_trees: int) -> list[list[int]]:
+    """Overlapping bit sets: half drawn around a few common cores (so triples recur), half at
+    random; some empty or one bit wide."""
+    cores = [rng.choice(n_inputs, size=min(n_inputs, 9), replace=False) for _ in range(2)]
+    trees = []
+    for _ in range(n_trees):
+        if rng.random() < 0.5:
+            core = cores[rng.integers(0, 2)]
+            keep = core[rng.random(len(core)) < 0.8]
+            extra = rng.choice(n_inputs, size=int(rng.integers(0, min(5, n_inputs + 1))), replace=False)
+            bits = list(dict.fromkeys([int(b) for b in keep] + [int(b) for b in extra]))
+        else:
+            bits = [int(b) for b in rng.choice(n_inputs, size=rng.integers(0, n_inputs + 1), replace=False)]
+        trees.append(bits)
+    return trees
+
+
+@pytest.mark.parametrize("style", STYLES)
+def test_shared_plan_counts_exactly(style):
+    """Every tree's count plus its spare is the popcount of its bits (Python's int.bit_count), and
+    no tree takes more levels than a tree of its width planned alone."""
+    rng = np.random.default_rng(21)
+    for _ in range(60):
+        n_inputs = int(rng.integers(1, 48))
+        trees = random_tree_sets(rng, n_inputs, int(rng.integers(1, 14)))
+        fixed = (rng.random(len(trees)) < 0.3).tolist()
+        carry_in = (rng.random(len(trees)) < 0.6).tolist()
+        share = bool(rng.random() < 0.8)
+        loose = (rng.random(n_inputs) < 0.5).tolist() if rng.random() < 0.5 else None
+        plan = plan_shared_popcounts(trees, n_inputs, style, share=share, fixed=fixed, carry_in=carry_in,
+                                     loose=loose)
+        for i, bits in enumerate(trees):
+            spare = plan.spares[i]
+            assert sorted(plan.inputs[i] + (() if spare is None else (spare,))) == sorted(bits)
+            assert spare is None or carry_in[i]
+            assert len(plan.outs[i]) == len(plan.inputs[i]).bit_length()
+            assert plan.done[i] <= plan_popcount(len(plan.inputs[i]), style).n_levels
+        for _ in range(8):
+            x = rng.integers(0, 2, n_inputs).tolist()
+            value = int("".join(map(str, reversed(x))) or "0", 2)
+            got = evaluate_shared(plan, x)
+            for i, bits in enumerate(trees):
+                spare = plan.spares[i]
+                want = sum(((value >> b) & 1) for b in bits)
+                assert got[i] + (0 if spare is None else x[spare]) == want
+
+
+def test_shared_plan_shares_common_triples():
+    # two trees with the triple {0, 1, 2} in common: one full adder on it, read by both
+    plan = plan_shared_popcounts([[0, 1, 2, 3, 4, 5], [0, 1, 2, 6, 7, 8]], 9)
+    firsts = [op for op in plan.levels[0] if isinstance(op, CounterOp)]
+    assert sum(sorted(op.bits) == [0, 1, 2] for op in firsts) == 1
+    assert len(firsts) == 3  # {0,1,2} once, and each tree's own triple
+    alone = plan_shared_popcounts([[0, 1, 2, 3, 4, 5], [0, 1, 2, 6, 7, 8]], 9, share=False)
+    assert len(alone.levels[0]) == 4
+    assert plan.cost().lut4 < alone.cost().lut4 == alone.unshared.lut4
+    # a triple already made by a fixed (own-plan) tree is reused by a flexible one
+    plan = plan_shared_popcounts([list(range(9)), [3, 4, 5, 20, 21]], 22, fixed=[True, False])
+    assert sum(sorted(op.bits) == [3, 4, 5] for op in plan.levels[0] if isinstance(op, CounterOp)) == 1
+    # identical trees are built once
+    plan = plan_shared_popcounts([list(range(10))] * 3, 10)
+    assert plan.outs[0] == plan.outs[1] == plan.outs[2]
+    assert plan.cost().lut4 == popcount_cost(10).lut4
+    # a carry-in takes a bit out only when that makes the tree cheaper: 4 bits -> 3 (one counter)
+    plan = plan_shared_popcounts([[0, 1, 2, 3], [4, 5, 6]], 7, carry_in=[True, True])
+    assert plan.spares[0] is not None and plan.spares[1] is None
+    # ... and a loose one when there is one; loose bits are the ones left single
+    plan = plan_shared_popcounts([[0, 1, 2, 3], [4, 5, 6, 7, 8]], 9, carry_in=[True, False],
+                                 loose=[False, False, True, False, True, False, False, False, False])
+    assert plan.spares[0] == 2
+    assert sorted(op.bits for op in plan.levels[0] if 4 in op.bits or 5 in op.bits) == [(5, 6, 7)]
+
+
+def test_shared_plan_errors_name_the_rule():
+    with pytest.raises(ValueError, match=r"tree 1 must have distinct input bits in 0..3, not \(0, 0\)"):
+        plan_shared_popcounts([[1], [0, 0]], 4)
+    with pytest.raises(ValueError, match="tree 0 must have distinct input bits in 0..3"):
+        plan_shared_popcounts([[4]], 4)
+    with pytest.raises(ValueError, match=r"fixed must have one flag per tree \(2\), not 1"):
+        plan_shared_popcounts([[1], [2]], 4, fixed=[True])
+    with pytest.raises(ValueError, match="n_inputs must be a non-negative integer"):
+        plan_shared_popcounts([[1]], -1)
+    with pytest.raises(ValueError, match=r"loose must have one flag per input bit \(4\), not 2"):
+        plan_shared_popcounts([[1]], 4, loose=[True, False])
+
+
+@pytest.mark.parametrize("register_every", [None, 1, 2])
+def test_shared_trees_hdl_count_with_their_latency(register_every):
+    """The built shared trees, in Amaranth's simulator: with a random clock enable, the count of
+    the vector presented at an enabled edge appears after exactly ``latency`` enabled edges."""
+    rng = np.random.default_rng(40 + (register_every or 0))
+    n_inputs = 30
+    trees = random_tree_sets(rng, n_inputs, 12) + [[], [5], list(range(n_inputs))]
+    plan = plan_shared_popcounts(trees, n_inputs, carry_in=(rng.random(len(trees)) < 0.5).tolist())
+    m = Module()
+    x = Signal(n_inputs)
+    en = Signal()
+    built = build_shared_popcounts(m, [x[i] for i in range(n_inputs)], plan,
+                                   register_every=register_every, en=en)
+    m.d.sync += Signal(name="keep_sync").eq(en)  # the clock domain exists also when combinational
+    outs = []
+    for i, (count, lat) in enumerate(built):
+        assert lat == plan.latency(i, register_every)
+        sig = Signal(max(1, len(count)), name=f"o{i}")
+        m.d.comb += sig.eq(count)
+        outs.append(sig)
+    sim = Simulator(m)
+    sim.add_clock(1e-6)
+
+    async def bench(ctx):
+        history: list[int] = []
+        for c in range(40):
+            v = int(rng.integers(0, 1 << n_inputs))
+            e = bool(c < 3 or rng.random() < 0.7)
+            ctx.set(x, v)
+            ctx.set(en, e)
+            for i, bits in enumerate(trees):
+                lat = built[i][1]
+                if lat and len(history) < lat:
+                    continue
+                src = v if lat == 0 else history[-lat]
+                want = sum((src >> b) & 1 for b in plan.inputs[i])
+                assert ctx.get(outs[i]) == want, (i, c)
+            if e:
+                history.append(v)
+            await ctx.tick()
+
+    sim.add_testbench(bench)
+    sim.run()
+
+
+# --------------------------------------------------------------------------------------------
 # The engine
 
 
@@ -420,6 +562,27 @@ def test_engine_bit_exact_and_cycle_exact(k, n, depth, inv, thresholded, r, styl
         assert emits == [a + dut.latency for a in accepts] == list(range(dut.latency, dut.latency + n_beats))
 
 
+@settings(max_examples=25, deadline=None, derandomize=True,
+          suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large])
+@given(k=st.integers(1, 40), n=st.integers(1, 14), depth=st.sampled_from([None, 1, 2, 3, 5]),
+       inv=st.booleans(), thresholded=st.booleans(), share=st.sampled_from(["search", "identical", "none"]),
+       compare=st.sampled_from(["carry", "logic"]), r=st.integers(1, 3), seed=st.integers(0, 2**32 - 1))
+def test_engine_random_layers_share_and_compare(k, n, depth, inv, thresholded, share, compare, r, seed):
+    """Random layers and forests, with and without shared trees, both comparison forms: bit-exact
+    against the ±1 reference and cycle-exact against the cycle rules under random stalls."""
+    rng = np.random.default_rng(seed)
+    w = clustered_weights(rng, n, k)
+    t = random_thresholds(rng, n, k) if thresholded else None
+    s = plan_mst(w, depth, inv)
+    dut = UnrolledDense(w, t, s.parent, s.inverted, register_every=r, share=share, compare=compare)
+    assert dut.latency == popcount_latency(k, r) + s.depth_reached + 1
+    xs = rng.random((14, k)) < 0.5
+    in_pat, out_pat = stall_patterns(rng, "both", 40)
+    accepts, emits, payloads = run_engine(dut, xs, in_pat, out_pat)
+    assert payloads == ref_payloads(xs, w, t)
+    assert (accepts, emits) == unrolled_cycle_reference(dut.latency, in_pat, out_pat, len(xs))
+
+
 def test_engine_reset_empties_the_pipeline():
     rng = np.random.default_rng(5)
     w = clustered_weights(rng, 5, 63)
@@ -468,13 +631,73 @@ def test_engine_cost_matches_the_planner_and_pays_off():
     assert UnrolledPlan(w, t).cost().trees == 32
 
 
-@pytest.mark.parametrize("mst,thresholded,r", [(False, True, 1), (True, True, 2), (True, False, 1)])
-def test_engine_cost_counts_the_built_flip_flops(mst, thresholded, r):
+def test_engine_share_modes():
+    rng = np.random.default_rng(65)
+    w = clustered_weights(rng, 48, 64)
+    t = rng.integers(20, 45, 48)  # every channel a real comparison: every tree built
+    s = plan_mst(w, 4, False)
+    shared = UnrolledPlan(w, t, s.parent, s.inverted)
+    same = UnrolledPlan(w, t, s.parent, s.inverted, share="identical")
+    alone = UnrolledPlan(w, t, s.parent, s.inverted, share="none")
+    assert shared.share == "search"
+    c, i, a = shared.cost(), same.cost(), alone.cost()
+    # same binary ops (design.md §3 cost), fewer built: children share first-level full adders
+    assert c.tree_inputs == i.tree_inputs == a.tree_inputs == s.cost
+    assert c.tree_ops < i.tree_ops <= a.tree_ops and c.full_adders < a.full_adders and c.lut4 < a.lut4
+    assert c.unshared_lut4 > c.lut4 - (c.mst_adder_bits + c.comparators)  # the shared trees alone
+    assert c.spares > 0 and c.latency == i.latency == a.latency
+    # plain mode: ordinary trees, each distinct operation once (fewer than one tree per channel)
+    plain = UnrolledPlan(w, t)
+    assert plain.share == "identical" and plain.trees.spares == (None,) * len(plain.trees.outs)
+    per_tree = sum(len(level) for level in plan_popcount(64).levels)
+    assert UnrolledPlan(w, t, share="none").cost().tree_ops == 48 * per_tree
+    distinct = {(li, tuple(sorted(op.inputs))) for li, level in enumerate(plain.trees.levels) for op in level}
+    assert plain.cost().tree_ops == len(distinct) < 48 * per_tree
+
+
+def test_engine_representation_and_fused_leaves():
+    """The structure the module docstring describes, checked on a correlated layer: every ``R``
+    holds its channel's K + 1 values as one unwrapped run, a parent is as wide as its children,
+    K a power of two needs no extra bit, and small thresholded leaves are fused."""
+    rng = np.random.default_rng(66)
+    for k in (64, 50):
+        w = clustered_weights(rng, 40, k)
+        t = rng.integers(1, k + 1, 40)
+        s = plan_mst(w, 6, True)
+        pl = UnrolledPlan(w, t, s.parent, s.inverted)
+        cw = k.bit_length()
+        for ch in pl.channels:
+            if ch.index in pl.fused:
+                assert ch.parent >= 0 and len(ch.positions) <= 15 and ch.index not in pl.q_width
+                assert all(c.parent != ch.index for c in pl.channels if c.needed)
+                continue
+            wq = pl.q_width[ch.index]
+            assert wq in (cw, cw + 1) and pl.q_start(ch) + k <= (1 << wq) - 1
+            assert pl.q_start(ch) == (ch.offset + pl.q_flip[ch.index] * (1 << (wq - 1))) % (1 << wq)
+            if ch.parent >= 0:
+                assert pl.q_width[ch.parent] >= wq
+        if k == 64:
+            assert set(pl.q_width.values()) == {7}
+        c = pl.cost()
+        assert c.fused_leaves == len(pl.fused) > 0 and c.mst_adders == 39 - len(pl.fused)
+        # logic comparisons fuse nothing; the exact flip-flop count still holds (test below)
+        assert not UnrolledPlan(w, t, s.parent, s.inverted, compare="logic").fused
+
+
+@pytest.mark.parametrize("mst,thresholded,r,share,compare", [
+    (False, True, 1, None, "carry"), (True, True, 2, None, "carry"), (True, False, 1, None, "carry"),
+    (True, True, 1, "none", "logic"), (False, True, 2, "search", "carry"),
+    (True, True, 3, "identical", "carry"),
+])
+def test_engine_cost_counts_the_built_flip_flops(mst, thresholded, r, share, compare):
     rng = np.random.default_rng(8)
     w = clustered_weights(rng, 9, 21)
     t = random_thresholds(rng, 9, 21) if thresholded else None
     s = plan_mst(w, 3, True) if mst else None
-    dut = UnrolledDense(w, t, s.parent if s else None, s.inverted if s else None, register_every=r)
+    dut = UnrolledDense(w, t, s.parent if s else None, s.inverted if s else None, register_every=r,
+                        share=share, compare=compare)
+    if mst and thresholded and compare == "carry":
+        assert dut.cost().fused_leaves > 0
     text = rtlil.convert(dut, name="unrolled")
     flops = sum(int(x) for x in re.findall(r"cell \$\w*dff\w* \S+\n\s+parameter \\WIDTH (\d+)", text))
     assert flops == dut.cost().registers > 0
@@ -502,6 +725,10 @@ def test_engine_errors_name_the_rule():
         UnrolledPlan(w, None, None, [False, True, False])
     with pytest.raises(ValueError, match="register_every must be a positive integer"):
         UnrolledPlan(w, register_every=None)
+    with pytest.raises(ValueError, match="share must be one of 'search', 'identical', 'none' or None"):
+        UnrolledPlan(w, share=True)
+    with pytest.raises(ValueError, match="compare must be one of 'carry', 'logic', not 'lut'"):
+        UnrolledPlan(w, compare="lut")
     # the component validates through its plan: same rules, same messages
     construct_fails("channel 2 must not be its own parent", UnrolledDense, w, None, [-1, 0, 2])
     with pytest.raises(ValueError, match="layer must be a bnnfab.models.Dense, not ndarray"):
