@@ -231,6 +231,11 @@ def _validation_specs(quick: bool) -> list[tuple[str, str, dict]]:
     return specs
 
 
+#: Validation designs that set :data:`bnnfab.codegen.estimate.FAMILY_LUT_SCALE` (ECP5): for that
+#: family only the others are held out.
+SCALE_FIT_DESIGNS = ("tfc@64", "tfc@256", "tfc@16", "tfc-mst@64", "tfc-mst unrolled d4", "ecoc-mlp@64", "ecoc-mlp@512")
+
+
 def _random_mlp(seed: int):
     """A seeded random MLP on 8-bit 6x6 inputs (36-48-40-10), not in the zoo."""
     from bnnfab.models import Dense, Flatten, InputSpec, Model

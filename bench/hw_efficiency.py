@@ -60,11 +60,13 @@ DESIGNS = ("folded", "unrolled-plain", "unrolled-mst")
 DEFAULT_TARGET = {"icebreaker": 1024, "ulx3s": 32}
 
 
-def design_config(model, design: str, target_cycles: int, mst_depth: int | None) -> GenConfig:
-    """The GenConfig of one of :data:`DESIGNS` for ``model``."""
+def design_config(model, design: str, target_cycles: int, mst_depth: int | None, unroll=None) -> GenConfig:
+    """The GenConfig of one of :data:`DESIGNS` for ``model``; ``unroll``: the layer names unrolled
+    in the unrolled designs (default: every binary layer)."""
     if design == "folded":
         return GenConfig(target_cycles=target_cycles)
-    binary = {i: LayerChoice(engine=Engine.UNROLLED) for i, _ in model.compute_layers if not model.takes_integers(i)}
+    binary = {i: LayerChoice(engine=Engine.UNROLLED) for i, layer in model.compute_layers
+              if not model.takes_integers(i) and (unroll is None or layer.name in unroll)}
     if design == "unrolled-plain":
         return GenConfig(target_cycles=target_cycles, mst=False, layers=binary)
     if design == "unrolled-mst":
@@ -77,10 +79,11 @@ def macs_per_image(model) -> int:
     return sum(layer.n * layer.k * model.positions(i) for i, layer in model.compute_layers)
 
 
-def measure(model, board: str, design: str, target_cycles: int, mst_depth: int | None, workdir: Path) -> dict:
+def measure(model, board: str, design: str, target_cycles: int, mst_depth: int | None, workdir: Path,
+            unroll=None) -> dict:
     """Generate and build one design; one result row (status ``ok``, ``does-not-fit``,
     ``timing-fail`` or ``error``)."""
-    cfg = design_config(model, design, target_cycles, mst_depth)
+    cfg = design_config(model, design, target_cycles, mst_depth, unroll)
     gen = generate(model, cfg)
     timing = design_manifest(gen)["timing"]
     rep = gen.report
@@ -90,6 +93,8 @@ def measure(model, board: str, design: str, target_cycles: int, mst_depth: int |
         "model": model.name,
         "design": design,
         "mst_depth": None if design != "unrolled-mst" else ("none" if mst_depth is None else mst_depth),
+        "unrolled": None if design == "folded" else "+".join(
+            layer.name for i, layer in model.compute_layers if i in cfg.layers),
         "cycles_per_image": int(timing["cycles_per_image"]),
         "latency_cycles": int(timing["latency_cycles"]),
         "macs_per_image": macs_per_image(model),
@@ -134,6 +139,8 @@ def main(argv: list[str] | None = None) -> int:
                     help="cycles per image of the folded layers, one number or per board "
                          f"(default {','.join(f'{b}={t}' for b, t in DEFAULT_TARGET.items())}; 1024 with --quick)")
     ap.add_argument("--mst-depth", default="8", help="MST depth limit of the unrolled-mst design (default 8; 'none' = unlimited)")
+    ap.add_argument("--unroll", default=None, metavar="NAME,...",
+                    help="layers unrolled in the unrolled designs, by name (default: every binary layer)")
     ap.add_argument("--json", metavar="PATH", help="write the results (python -m bench contract)")
     ap.add_argument("--workdir", metavar="DIR", help="keep the build folders here (default: a temporary folder)")
     args = ap.parse_args(argv)
@@ -164,11 +171,12 @@ def main(argv: list[str] | None = None) -> int:
         for board in boards:
             for design in designs:
                 print(f"building {model.name} {design} for {board} ...", flush=True)
-                rows.append(measure(model, board, design, targets.get(board, 32), depth, work))
+                unroll = None if args.unroll is None else {x.strip() for x in args.unroll.split(",")}
+                rows.append(measure(model, board, design, targets.get(board, 32), depth, work, unroll))
                 r = rows[-1]
                 print(f"  {r['status']}: " + ", ".join(f"{k}={r[k]}" for k in ("luts", "brams", "fmax_mhz", "images_per_s_clock", "detail") if k in r), flush=True)
     df = pd.DataFrame(rows)
-    cols = [c for c in ("board", "design", "mst_depth", "status", "luts", "ffs", "brams", "fmax_mhz", "clock_mhz",
+    cols = [c for c in ("board", "design", "unrolled", "mst_depth", "status", "luts", "ffs", "brams", "fmax_mhz", "clock_mhz",
                         "cycles_per_image", "images_per_s_clock", "images_per_s_fmax", "ops_per_cycle_per_lut",
                         "binary_ops_built", "detail") if c in df.columns]
     print(f"\n{model.name}: {macs_per_image(model):,} MACs per image; folded layers at "

@@ -571,11 +571,20 @@ def block_features(block, family):
     raise EstimateError(f"no resource model for a {type(block).__name__} block")
 
 
+#: Whole-design LUT scale per family, applied to every block: per-component fits overestimate
+#: whole ECP5 designs (Yosys' ABC9 optimises across blocks), by +7.5 % on average over the seven
+#: validation designs of ``bench/estimate_calibration.py`` (which therefore no longer count as held
+#: out for ECP5: ``SCALE_FIT_DESIGNS`` there). Held out after scaling (ECP5): rand-mlp@32 +3.4 %,
+#: rand-mlp fifo@128 -6.5 %, rand-mlp unrolled +8.4 %, cnv@1024 +9.1 %, cnv@4096 +16.7 %.
+FAMILY_LUT_SCALE: dict = {"ice40": 1.0, "ecp5": 0.93}
+
+
 def apply_coefficients(kind: str, fixed: Cost, feats: dict, family) -> Cost:
-    """``fixed`` plus the fitted part (:data:`COEF`) of a block's features."""
+    """``fixed`` plus the fitted part (:data:`COEF`) of a block's features, LUTs scaled by
+    :data:`FAMILY_LUT_SCALE`."""
     fam = _family(family)
     coef = COEF[fam][kind]
-    luts = fixed.luts + sum(coef["luts"].get(f, 0.0) * x for f, x in feats.items())
+    luts = FAMILY_LUT_SCALE[fam] * (fixed.luts + sum(coef["luts"].get(f, 0.0) * x for f, x in feats.items()))
     ffs = fixed.ffs + sum(coef["ffs"].get(f, 0.0) * x for f, x in feats.items())
     return Cost(max(0.0, luts), max(0.0, ffs), fixed.brams, fixed.lutram)
 
