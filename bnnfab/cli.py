@@ -18,6 +18,7 @@ from typing import Sequence
 import numpy as np
 
 from . import __version__
+from .argtypes import int_type, positive, whole
 
 EXIT_USAGE = 2
 
@@ -29,27 +30,9 @@ class CliError(Exception):
 # -- argument types ------------------------------------------------------------------------------
 
 
-def _int_type(minimum: int, rule: str, none_words: tuple[str, ...] = ()):
-    """An argparse type: a whole number >= ``minimum`` (or None for one of ``none_words``)."""
-
-    def parse(text: str):
-        if text.lower() in none_words:
-            return None
-        try:
-            value = int(text)
-        except ValueError:
-            value = None
-        if value is None or value < minimum:
-            raise argparse.ArgumentTypeError(f"{rule}, not {text!r}")
-        return value
-
-    return parse
-
-
-_depth = _int_type(0, "depth must be a whole number >= 0 or 'none'", ("none", "inf", "unlimited"))
-_layer_index = _int_type(0, "layer must be a layer index >= 0 (see 'bnnfab info')")
-_whole = _int_type(0, "must be a whole number >= 0")
-_positive = _int_type(1, "must be a positive whole number")
+_depth = int_type(0, "depth must be a whole number >= 0 or 'none'", ("none", "inf", "unlimited"))
+_layer_index = int_type(0, "layer must be a layer index >= 0 (see 'bnnfab info')")
+_whole, _positive = whole, positive
 
 
 def _fold(text: str) -> tuple[int, int, int] | str:

@@ -75,6 +75,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Iterable, TextIO
 
+from ..argtypes import positive, positive_number, whole
+
 if TYPE_CHECKING:  # heavy imports (pandas, amaranth, dask) stay out of `bnnfab --help`
     import pandas as pd
 
@@ -1200,45 +1202,9 @@ def plot_pareto(df: "pd.DataFrame", path: str | os.PathLike, *, title: str = "",
 
 # -- command line ----------------------------------------------------------------------------------
 
+_whole, _positive = whole, positive
+_mhz, _seconds = positive_number("MHz"), positive_number("seconds")
 
-def _whole(text: str) -> int:
-    try:
-        v = int(text)
-    except ValueError:
-        v = -1
-    if v < 0:
-        raise argparse.ArgumentTypeError(f"must be a whole number >= 0, not {text!r}")
-    return v
-
-
-def _positive(text: str) -> int:
-    try:
-        v = int(text)
-    except ValueError:
-        v = 0
-    if v < 1:
-        raise argparse.ArgumentTypeError(f"must be a positive whole number, not {text!r}")
-    return v
-
-
-def _mhz(text: str) -> float:
-    try:
-        v = float(text)
-    except ValueError:
-        v = float("nan")
-    if not v > 0 or math.isinf(v):
-        raise argparse.ArgumentTypeError(f"must be a positive number of MHz, not {text!r}")
-    return v
-
-
-def _seconds(text: str) -> float:
-    try:
-        v = float(text)
-    except ValueError:
-        v = float("nan")
-    if not v > 0 or math.isinf(v):
-        raise argparse.ArgumentTypeError(f"must be a positive number of seconds, not {text!r}")
-    return v
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:

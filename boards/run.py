@@ -43,6 +43,8 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
+from ..argtypes import positive, positive_number, whole
+
 if TYPE_CHECKING:  # the link and the board top import Amaranth: only when used, not with the CLI parser
     from .link import LinkFormat
 
@@ -418,35 +420,7 @@ def _where(exc: Exception, lo: int, done: int) -> tuple[str, int]:
 
 # --- command line -------------------------------------------------------------------------------
 
-
-def _positive_int(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        value = 0
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"must be a positive whole number, not {text!r}")
-    return value
-
-
-def _whole(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        value = -1
-    if value < 0:
-        raise argparse.ArgumentTypeError(f"must be a whole number >= 0, not {text!r}")
-    return value
-
-
-def _seconds(text: str) -> float:
-    try:
-        value = float(text)
-    except ValueError:
-        value = 0.0
-    if not 0 < value < float("inf"):
-        raise argparse.ArgumentTypeError(f"must be a positive number of seconds, not {text!r}")
-    return value
+_positive_int, _whole, _seconds = positive, whole, positive_number("seconds")
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:

@@ -34,6 +34,8 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Mapping, Sequence, TextIO
 
+from ..argtypes import positive_number, whole
+
 if TYPE_CHECKING:  # heavy imports (amaranth, numba, matplotlib) stay out of `bnnfab --help`
     import pandas as pd
 
@@ -940,25 +942,7 @@ def write_report(path: str | Path, model: "Model", **options: Any) -> ReportData
 
 # -- command line --------------------------------------------------------------------------------
 
-
-def _whole(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        value = -1
-    if value < 0:
-        raise argparse.ArgumentTypeError(f"must be a whole number >= 0, not {text!r}")
-    return value
-
-
-def _mhz(text: str) -> float:
-    try:
-        value = float(text)
-    except ValueError:
-        value = math.nan
-    if not 0 < value < math.inf:
-        raise argparse.ArgumentTypeError(f"must be a positive number of MHz, not {text!r}")
-    return value
+_whole, _mhz = whole, positive_number("MHz")
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:

@@ -13,6 +13,7 @@ from typing import Any, Callable, Sequence, TextIO
 
 import numpy as np
 
+from ...argtypes import positive, positive_number, whole
 from .errors import TrainError
 
 __all__ = ["ARCH_CHOICES", "ESTIMATOR_CHOICES", "HEAD_CHOICES", "CONV_PADDING_CHOICES", "add_arguments", "run", "main"]
@@ -23,35 +24,7 @@ ESTIMATOR_CHOICES = ("ste", "reste", "biper")
 HEAD_CHOICES = ("scale", "bn")
 CONV_PADDING_CHOICES = ("zero", "-1", "+1")  # topologies.CONV_PADDINGS
 
-
-def _positive_int(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"must be a positive whole number, not {text!r}") from None
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"must be a positive whole number, not {text!r}")
-    return value
-
-
-def _whole(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"must be a whole number >= 0, not {text!r}") from None
-    if value < 0:
-        raise argparse.ArgumentTypeError(f"must be a whole number >= 0, not {text!r}")
-    return value
-
-
-def _positive_float(text: str) -> float:
-    try:
-        value = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"must be a positive number, not {text!r}") from None
-    if not value > 0 or value == float("inf"):
-        raise argparse.ArgumentTypeError(f"must be a positive number, not {text!r}")
-    return value
+_positive_int, _whole, _positive_float = positive, whole, positive_number()
 
 
 def _lambda(text: str) -> float:
