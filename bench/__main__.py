@@ -34,11 +34,12 @@ sim_throughput  full (33 s)                      ``--quick`` (24 s)             
 onnx_compare    lfc and cnv (136 s)              ``--quick``: tiny net (12 s)     lfc, sfc, cnv
 cycle_model     full: 1,000 RTL images (193 s)   ``--quick``: 20 images (61 s)    full
 mst_folded      full (5 s)                       the same (3 s)                   full
-mst_logic       ``--quick`` (18 min)             ``--quick --families ice40       full (~30 min
-                                                 --skip-styles`` (113 s)          idle)
+mst_logic       the MST-regularised dense1 of    the same, iCE40, depth 8         full (~30 min
+                digits-tfc-mst, depths 4 and 8,  (~1 min)                         idle)
+                no styles (~2 min)
 mst_tradeoff    lambdas 0, 0.5; seeds 0, 1;      lambdas 0, 0.5; seed 0;          full: 5 lambdas,
                 20 epochs (32 s)                 5 epochs (20 s)                  8 seeds, 60 ep.
-hw_efficiency   6 board builds (~20 min)         ``--quick``: 2 iCE40 builds      its default
+hw_efficiency   6 board builds (~20 min)         ``--quick``: 3 iCE40 builds      its default
 estimate_       ``--quick``: 4 designs (~5 min)  ``--quick --families ice40``     all held-out
 calibration                                                                       designs (~20 min)
 =============== ================================ ================================ ================
@@ -111,8 +112,10 @@ BENCHES: dict[str, Bench] = {
               full=("--nets", "lfc,sfc,cnv")),
         Bench("cycle_model", "cycle model vs cocotb+Verilator and cocotb+Icarus, simulated cycles/s"),
         Bench("mst_folded", "MST reuse in the folded engine: lane-chunk cycles direct / MST", quick=()),
-        Bench("mst_logic", "LUTs of unrolled layers with MST reuse vs plain (Yosys)", default=("--quick",),
-              quick=("--quick", "--families", "ice40", "--skip-styles")),
+        Bench("mst_logic", "LUTs of unrolled layers with MST reuse vs plain (Yosys)",
+              default=("--skip-styles", "--depths", "4,8", "--model", "digits-tfc-mst", "--layer", "dense1"),
+              quick=("--skip-styles", "--depths", "8", "--model", "digits-tfc-mst", "--layer", "dense1",
+                     "--families", "ice40")),
         Bench("mst_tradeoff", "accuracy vs MST binary ops of the MST regularizer (trains)",
               default=("--lambdas", "0,0.5", "--seeds", "0,1", "--epochs", "20"),
               quick=("--lambdas", "0,0.5", "--seeds", "0", "--epochs", "5")),

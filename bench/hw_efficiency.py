@@ -13,8 +13,10 @@ included), one build at a time:
 
 * ``folded``: every layer folded to ``T`` cycles per image (``--target-cycles``; default 1024 on
   the iCEBreaker, whose 5,280 LUT4s need the weights in block RAM, 32 on the ULX3S);
-* ``unrolled-plain``: the integer input layer folded to ``T``, every binary layer unrolled (one
-  vector per cycle, weights in logic) without channel reuse;
+* ``unrolled-plain``: the other layers folded to ``T``, binary layers unrolled (one vector per
+  cycle, weights in logic) without channel reuse: every binary layer on the ULX3S; on the
+  iCEBreaker only the output layer, since unrolled 64 x 64 layers overflow its 5,280 logic cells
+  even with MST (their pipeline registers; ``--unroll NAME,...`` chooses others);
 * ``unrolled-mst``: the same folding, the unrolled layers with MST reuse at depth ``D`` (default 8).
 
 The last two have the same folding, so the same cycles per image: MST changes only the logic
@@ -29,7 +31,7 @@ our 4-input LUT counts are not directly comparable (a LUT6 holds about two LUT4s
 A design that does not fit the device is a row with status ``does-not-fit`` and the resource that
 overflowed (e.g. the plain unrolled layers on the iCE40UP5K), never a crash.
 
-``--quick``: iCE40 only, ``folded`` and ``unrolled-mst`` at ``T = 1024`` (~2 minutes).
+``--quick``: iCE40 only, the three designs at ``T = 1024`` (~3 minutes).
 The full run takes ~10-15 minutes on two cores.
 """
 
@@ -132,7 +134,7 @@ def measure(model, board: str, design: str, target_cycles: int, mst_depth: int |
 
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0], formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--quick", action="store_true", help="iCE40 only, folded and unrolled-mst at T=1024")
+    ap.add_argument("--quick", action="store_true", help="iCE40 only, T=1024")
     ap.add_argument("--boards", default="icebreaker,ulx3s", help="comma-separated boards (default icebreaker,ulx3s)")
     ap.add_argument("--model", default="digits-tfc-mst", help="bundled model name or .bnn file (default digits-tfc-mst)")
     ap.add_argument("--target-cycles", default=None, metavar="T|BOARD=T,...",
@@ -140,7 +142,8 @@ def main(argv: list[str] | None = None) -> int:
                          f"(default {','.join(f'{b}={t}' for b, t in DEFAULT_TARGET.items())}; 1024 with --quick)")
     ap.add_argument("--mst-depth", default="8", help="MST depth limit of the unrolled-mst design (default 8; 'none' = unlimited)")
     ap.add_argument("--unroll", default=None, metavar="NAME,...",
-                    help="layers unrolled in the unrolled designs, by name (default: every binary layer)")
+                    help="layers unrolled in the unrolled designs, by name (default: every binary layer on the "
+                         "ULX3S, the output layer on the iCEBreaker)")
     ap.add_argument("--json", metavar="PATH", help="write the results (python -m bench contract)")
     ap.add_argument("--workdir", metavar="DIR", help="keep the build folders here (default: a temporary folder)")
     args = ap.parse_args(argv)
@@ -160,7 +163,7 @@ def main(argv: list[str] | None = None) -> int:
                 targets = {b: int(args.target_cycles) for b in boards}
         except ValueError:
             ap.error(f"--target-cycles must be T or BOARD=T,..., not {args.target_cycles!r}")
-    designs = ("folded", "unrolled-mst") if args.quick else DESIGNS
+    designs = DESIGNS
     if args.quick:
         boards = [b for b in boards if b == "icebreaker"] or boards[:1]
     model = load_model(args.model) if args.model.endswith(".bnn") else zoo.load(args.model)
@@ -171,7 +174,12 @@ def main(argv: list[str] | None = None) -> int:
         for board in boards:
             for design in designs:
                 print(f"building {model.name} {design} for {board} ...", flush=True)
-                unroll = None if args.unroll is None else {x.strip() for x in args.unroll.split(",")}
+                if args.unroll is not None:
+                    unroll = {x.strip() for x in args.unroll.split(",")}
+                elif board == "icebreaker":
+                    unroll = {model.compute_layers[-1][1].name}
+                else:
+                    unroll = None
                 rows.append(measure(model, board, design, targets.get(board, 32), depth, work, unroll))
                 r = rows[-1]
                 print(f"  {r['status']}: " + ", ".join(f"{k}={r[k]}" for k in ("luts", "brams", "fmax_mhz", "images_per_s_clock", "detail") if k in r), flush=True)
