@@ -49,11 +49,10 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 import _results  # noqa: E402
 from bnnfab.boards.build import BuildError, DoesNotFitError, TimingError, plan_build, run_build  # noqa: E402
-from bnnfab.boards.platforms import BOARDS, get_board  # noqa: E402
+from bnnfab.boards.platforms import get_board  # noqa: E402
 from bnnfab.codegen.config import Engine, GenConfig, LayerChoice  # noqa: E402
 from bnnfab.codegen.generate import design_manifest, generate  # noqa: E402
 from bnnfab.models import zoo  # noqa: E402
-from bnnfab.models.io import load_model  # noqa: E402
 
 FINN_SFC_MAX = 0.45  # ops/cycle/LUT, see the module docstring
 DESIGNS = ("folded", "unrolled-plain", "unrolled-mst")
@@ -166,7 +165,7 @@ def main(argv: list[str] | None = None) -> int:
     designs = DESIGNS
     if args.quick:
         boards = [b for b in boards if b == "icebreaker"] or boards[:1]
-    model = load_model(args.model) if args.model.endswith(".bnn") else zoo.load(args.model)
+    model = zoo.resolve(args.model)
 
     rows = []
     with tempfile.TemporaryDirectory(prefix="bnnfab-hw-") as tmp:

@@ -55,20 +55,12 @@ def _fold(text: str) -> tuple[int, int, int] | str:
 def _load_model(ref: str):
     """A model from a ``.bnn`` path or the name of a bundled model."""
     from .models import zoo
-    from .models.io import ModelFileError, load_model
+    from .models.io import ModelFileError
 
-    path = Path(ref)
-    if path.exists() or ref.endswith(".bnn") or os.sep in ref:
-        try:
-            return load_model(path)
-        except ModelFileError as exc:
-            raise CliError(str(exc)) from None
     try:
-        return zoo.load(ref)
-    except KeyError:
-        raise CliError(
-            f"no model file {ref!r} and no bundled model of that name; bundled: {', '.join(zoo.names())}"
-        ) from None
+        return zoo.resolve(ref)
+    except ModelFileError as exc:
+        raise CliError(str(exc)) from None
 
 
 def _load_npy(path: str, what: str) -> np.ndarray:

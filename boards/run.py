@@ -450,19 +450,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 def _load_model(ref: str):
     from ..models import zoo  # noqa: PLC0415
-    from ..models.io import ModelFileError, load_model  # noqa: PLC0415
+    from ..models.io import ModelFileError  # noqa: PLC0415
 
-    path = Path(ref)
-    if path.exists() or ref.endswith(".bnn") or os.sep in ref:
-        try:
-            return load_model(path)
-        except ModelFileError as exc:
-            raise RunBoardError(str(exc)) from None
     try:
-        return zoo.load(ref)
-    except KeyError:
-        raise RunBoardError(f"no model file {ref!r} and no bundled model of that name; bundled: "
-                            f"{', '.join(zoo.names())}") from None
+        return zoo.resolve(ref)
+    except ModelFileError as exc:
+        raise RunBoardError(str(exc)) from None
 
 
 def run(args: argparse.Namespace) -> int:

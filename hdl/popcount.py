@@ -201,25 +201,7 @@ class PopcountPlan:
 
     def evaluate(self, bits: Sequence[int]) -> int:
         """Run the plan on 0/1 values in pure Python (a model of the built netlist)."""
-        if len(bits) != self.width:
-            raise ValueError(f"plan is for {self.width} bits, got {len(bits)}")
-        val = {i: int(b) & 1 for i, b in enumerate(bits)}
-
-        def num(row):
-            return sum(val[b] << i for i, b in enumerate(row) if b is not None)
-
-        for level in self.levels:
-            made = {}
-            for op in level:
-                if isinstance(op, CounterOp):
-                    s = sum(val[b] for b in op.bits)
-                else:
-                    s = num(op.a) + num(op.b) + (val[op.cin] if op.cin is not None else 0)
-                if s >> len(op.out):
-                    raise AssertionError(f"plan overflow: {op} gave {s}")
-                made.update({b: (s >> i) & 1 for i, b in enumerate(op.out)})
-            val.update(made)
-        return num(self.out)
+        return _evaluate_levels(self.levels, self.width, bits, [self.out])[0]
 
 
 @dataclass(frozen=True)
@@ -952,14 +934,21 @@ def plan_shared_popcounts(
 
 def evaluate_shared(plan: SharedPopcountPlan, bits: Sequence[int]) -> list[int]:
     """Run a shared plan on 0/1 input values in pure Python: every tree's count."""
-    if len(bits) != plan.n_inputs:
-        raise ValueError(f"plan is for {plan.n_inputs} bits, got {len(bits)}")
+    return _evaluate_levels(plan.levels, plan.n_inputs, bits, plan.outs)
+
+
+def _evaluate_levels(levels, n_inputs: int, bits: Sequence[int], outs) -> list[int]:
+    """The values of the rows ``outs`` after running ``levels`` of operations on ``n_inputs``
+    0/1 input bits (bit ids ``0 .. n_inputs - 1``); an operation that overflows its outputs is a
+    plan bug."""
+    if len(bits) != n_inputs:
+        raise ValueError(f"plan is for {n_inputs} bits, got {len(bits)}")
     val = {i: int(b) & 1 for i, b in enumerate(bits)}
 
     def num(row):
         return sum(val[b] << i for i, b in enumerate(row) if b is not None)
 
-    for level in plan.levels:
+    for level in levels:
         made = {}
         for op in level:
             if isinstance(op, CounterOp):
@@ -970,7 +959,7 @@ def evaluate_shared(plan: SharedPopcountPlan, bits: Sequence[int]) -> list[int]:
                 raise AssertionError(f"plan overflow: {op} gave {s}")
             made.update({b: (s >> i) & 1 for i, b in enumerate(op.out)})
         val.update(made)
-    return [num(out) for out in plan.outs]
+    return [num(out) for out in outs]
 
 
 # --------------------------------------------------------------------------------------------

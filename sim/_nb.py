@@ -44,43 +44,39 @@ def popcount64(typingctx, x):
     return sig, codegen
 
 
-@intrinsic
-def stack_u64(typingctx, n):
-    """Pointer to ``n`` uint64 on the stack (``n`` a compile-time constant), 64-byte aligned.
+def _stack_array(name: str, dtype, doc: str):
+    """An intrinsic ``name(n)``: pointer to ``n`` values of ``dtype`` (64-bit) on the stack."""
+
+    def typer(typingctx, n):
+        if not isinstance(n, types.IntegerLiteral) or n.literal_value <= 0:
+            return None
+        size = n.literal_value
+
+        def codegen(context, builder, signature, args):
+            with builder.goto_entry_block():
+                slot = builder.alloca(ir.ArrayType(ir.IntType(64), size))
+                slot.align = 64
+            return builder.bitcast(slot, ir.IntType(64).as_pointer())
+
+        return types.CPointer(dtype)(n), codegen
+
+    typer.__name__ = typer.__qualname__ = name
+    typer.__doc__ = doc
+    return intrinsic(typer)
+
+
+stack_u64 = _stack_array("stack_u64", types.uint64, """Pointer to ``n`` uint64 on the stack (``n`` a compile-time constant), 64-byte aligned.
 
     Wrap it with ``numba.carray(stack_u64(128), (2, 64))`` for a register tile: unlike an
     ``np.empty`` tile (a heap buffer LLVM must keep in memory, a store per update) a fixed-size
     ``alloca`` in the entry block is promoted to vector registers once the loop over it is
     unrolled. The memory is uninitialised and lives until the function returns.
-    """
-    if not isinstance(n, types.IntegerLiteral) or n.literal_value <= 0:
-        return None
-    size = n.literal_value
-
-    def codegen(context, builder, signature, args):
-        with builder.goto_entry_block():
-            slot = builder.alloca(ir.ArrayType(ir.IntType(64), size))
-            slot.align = 64
-        return builder.bitcast(slot, ir.IntType(64).as_pointer())
-
-    return types.CPointer(types.uint64)(n), codegen
-
-
-@intrinsic
-def stack_i64(typingctx, n):
+    """)
+stack_i64 = _stack_array(
+    "stack_i64", types.int64,
     """:func:`stack_u64` for int64: ``n`` (a compile-time constant) int64 on the stack, 64-byte
-    aligned, uninitialised; the integer first-layer kernels' accumulator tile."""
-    if not isinstance(n, types.IntegerLiteral) or n.literal_value <= 0:
-        return None
-    size = n.literal_value
-
-    def codegen(context, builder, signature, args):
-        with builder.goto_entry_block():
-            slot = builder.alloca(ir.ArrayType(ir.IntType(64), size))
-            slot.align = 64
-        return builder.bitcast(slot, ir.IntType(64).as_pointer())
-
-    return types.CPointer(types.int64)(n), codegen
+    aligned, uninitialised; the integer first-layer kernels' accumulator tile.""",
+)
 
 
 @intrinsic

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-__all__ = ["DEFAULT", "names", "path", "load", "rebuild"]
+__all__ = ["DEFAULT", "names", "path", "load", "resolve", "rebuild"]
 
 DEFAULT = "digits-tfc-mst"
 _HERE = Path(__file__).resolve().parent
@@ -35,6 +35,31 @@ def load(name: str = DEFAULT):
     from ..io import load_model
 
     return load_model(path(name))
+
+
+def resolve(ref: str):
+    """A model from a ``.bnn`` file (an existing path, a name ending in ``.bnn`` or holding a path
+    separator) or else the name of a bundled model.
+
+    Raises
+    ------
+    bnnfab.models.io.ModelFileError
+        An unreadable or malformed file, or a name that is neither a file nor bundled (the message
+        lists the bundled models).
+    """
+    import os
+
+    from ..io import ModelFileError, load_model
+
+    p = Path(ref)
+    if p.exists() or ref.endswith(".bnn") or os.sep in ref:
+        return load_model(p)
+    try:
+        return load(ref)
+    except KeyError:
+        raise ModelFileError(
+            f"no model file {ref!r} and no bundled model of that name; bundled: {', '.join(names())}"
+        ) from None
 
 
 def rebuild() -> list[Path]:
