@@ -14,14 +14,12 @@ PLL's clock).
 from __future__ import annotations
 
 import argparse
-import os
-import select
-import threading
 import time
 
 import numpy as np
 import pytest
 
+from ptyboard import board_on_pty
 from bnnfab.boards import run as run_mod
 from bnnfab.boards.run import BoardDesign, RunBoardError, add_arguments, load_board_design, run, run_board
 from bnnfab.codegen.config import GenConfig
@@ -327,27 +325,8 @@ def test_run_over_a_serial_port(build_folder, digits, capsys):
     pytest.importorskip("serial", reason="pyserial is not installed (the 'board' extra)")
     design = load_board_design(build_folder)
     board = EmulatedBoard(design.model, design.format.stream_format, script=["ok", "damage_request"])
-    controller, device = os.openpty()
-    tty = os.ttyname(device)
-    stop = threading.Event()
-
-    def serve():
-        while not stop.is_set():
-            if select.select([controller], [], [], 0.005)[0]:
-                board.write(os.read(controller, 4096))
-            if board.out:
-                os.write(controller, bytes(board.out))
-                board.out.clear()
-
-    thread = threading.Thread(target=serve, daemon=True)
-    thread.start()
-    try:
+    with board_on_pty(board) as tty:
         code = run(_args(port=tty, design=build_folder, images=12, no_progress=True, timeout=1.0))
-    finally:
-        stop.set()
-        thread.join()
-        os.close(controller)
-        os.close(device)
     out = capsys.readouterr().out
     assert code == 0, out
     x, y = digits[0][:12], digits[1][:12]

@@ -6,11 +6,8 @@ from __future__ import annotations
 
 import ast
 import gc
-import os
 import pathlib
-import select
 import sys
-import threading
 import warnings
 
 import numpy as np
@@ -19,6 +16,7 @@ from amaranth.hdl import Elaboratable, Module, Signal, UnusedElaboratable
 from amaranth.sim import Simulator
 
 from ampsim import assert_verilog_deterministic
+from ptyboard import board_on_pty
 from bnnfab.boards import link as link_mod
 from bnnfab.boards import uart as uart_mod
 from bnnfab.boards.link import (
@@ -560,27 +558,9 @@ def test_host_client_over_a_serial_port(digits_reference):
     pytest.importorskip("serial", reason="pyserial is not installed (the 'board' extra)")
     x, ref, lf, answers = digits_reference
     board = ModelBoard(lf, answers, script=[Status.OVERRUN])
-    controller, device = os.openpty()
-    stop = threading.Event()
-
-    def serve():
-        while not stop.is_set():
-            if select.select([controller], [], [], 0.01)[0]:
-                board.write(os.read(controller, 4096))
-            if board.out:
-                os.write(controller, bytes(board.out))
-                board.out.clear()
-
-    thread = threading.Thread(target=serve, daemon=True)
-    thread.start()
-    try:
-        with HostClient(os.ttyname(device), lf, baudrate=115200, timeout=1.0) as client:
+    with board_on_pty(board, poll=0.01) as tty:
+        with HostClient(tty, lf, baudrate=115200, timeout=1.0) as client:
             classes, scores = client.classify(x[:3])
-    finally:
-        stop.set()
-        thread.join()
-        os.close(controller)
-        os.close(device)
     np.testing.assert_array_equal(classes, ref.classes[:3])
     np.testing.assert_array_equal(scores, ref.scores[:3])
     assert (client.stats.requests, client.stats.nacks) == (4, 1)

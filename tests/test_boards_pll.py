@@ -214,21 +214,7 @@ amaranth_boards = pytest.importorskip("amaranth_boards", reason="board plans nee
 from bnnfab.boards.build import load_plan, plan_build, run_build  # noqa: E402
 from bnnfab.boards.platforms import BOARDS  # noqa: E402
 from bnnfab.boards.top import BoardTop  # noqa: E402
-from bnnfab.codegen.config import GenConfig  # noqa: E402
-from bnnfab.codegen.generate import generate  # noqa: E402
-from bnnfab.models import Dense, InputSpec, Model  # noqa: E402
-from test_board_build import _require_tools, yowasp_cache  # noqa: E402, F401 - the fixture is used below
-
-
-@pytest.fixture(scope="module")
-def small_design():
-    """A random binary-input MLP 16 -> 16 -> 10 (as in test_board_build)."""
-    rng = np.random.default_rng(0)
-    model = Model(InputSpec((16,), bits=1), (
-        Dense(rng.random((16, 16)) < 0.5, rng.integers(-4, 5, 16), name="h0"),
-        Dense(rng.random((10, 16)) < 0.5, name="out"),
-    ))
-    return generate(model, GenConfig())
+from test_board_build import _require_tools, small_design, yowasp_cache  # noqa: E402, F401 - fixtures used below
 
 
 def _cell(rtlil: str, cell_type: str) -> dict[str, str]:
