@@ -3,7 +3,7 @@
 Usage::
 
     python bench/estimate_calibration.py --validate [--families ice40,ecp5] [--quick] [--json PATH]
-    python bench/estimate_calibration.py --fit [--families ice40,ecp5] [--save PATH | --load PATH]
+    python bench/estimate_calibration.py --fit [--families ice40,ecp5] [--kinds K,..] [--save PATH | --load PATH]
     python bench/estimate_calibration.py --memories [--families ice40,ecp5]
 
 ``--validate`` (the default) synthesises whole generated designs that were **not** used for the
@@ -18,7 +18,9 @@ over a PE/SIMD/N/K grid, unrolled plain and MST layers, window generators, pools
 FIFOs, argmax units; seeded random weights) and fits, per family and block kind, the coefficients
 of ``estimate.block_features`` by non-negative least squares on what the structural part does not
 explain. It prints a ``COEF`` dict to paste into ``codegen/estimate.py``. ``--save`` keeps the
-synthesis counts (JSON), ``--load`` refits from them without Yosys.
+synthesis counts (JSON; an existing file is resumed), ``--load`` refits from them without Yosys,
+``--kinds`` limits both to some spec kinds (``window,pool,adapter``: the window and adapter
+models alone).
 
 ``--memories`` checks the memory-mapping rule (block RAM vs logic vs ECP5 LUT RAM) of
 ``estimate.map_memory`` on a grid of bare memories around the decision boundaries.
@@ -89,6 +91,18 @@ FIT_DESIGNS: list[tuple[str, dict]] = [
     ("fifo", dict(width=64, depth=2)), ("fifo", dict(width=16, depth=8)), ("fifo", dict(width=8, depth=32)),
     ("argmax", dict(n=10, width=7, signed=False)), ("argmax", dict(n=10, width=15, signed=True)),
     ("argmax", dict(n=32, width=9, signed=False)),
+    # appended later (indices, hence seeds, of the entries above unchanged): zero- and one-padded
+    # binary windows on small wide maps (3 buffer rows when H = 2), pools, and split adapters
+    # over chunk ratios 2..16 (the ECP5 LUT5 effect at R <= 4)
+    *[("window", dict(h=h, w=w, c=c, eb=1, kernel=3, stride=1, pads=1, pad_value=pv)) for h, w, c, pv in [
+        (3, 3, 24, 0), (3, 3, 24, 1), (5, 5, 40, 0), (2, 2, 48, 0), (2, 2, 48, 1), (12, 12, 4, 0), (6, 6, 12, 1),
+    ]],
+    ("window", dict(h=6, w=6, c=8, eb=1, kernel=3, stride=1, pads=0)),
+    ("window", dict(h=6, w=6, c=1, eb=8, kernel=3, stride=1, pads=1, pad_value=0)),
+    ("pool", dict(h=6, w=6, c=24, kernel=2)), ("pool", dict(h=2, w=2, c=48, kernel=2)),
+    *[("adapter", dict(i=i, o=o)) for i, o in [
+        (96, 32), (200, 40), (120, 60), (336, 42), (100, 25), (480, 30), (40, 20), (24, 96),
+    ]],
 ]
 
 
@@ -129,7 +143,7 @@ def build_component(kind: str, p: dict, seed: int):
         return UnrolledDense(w, t)
     if kind == "window":
         return SlidingWindow(p["h"], p["w"], p["c"], p["eb"], kernel=p["kernel"], stride=p["stride"], pads=p["pads"],
-                             pad_value=1 if p["eb"] == 1 else 0)
+                             pad_value=p.get("pad_value", 1 if p["eb"] == 1 else 0))
     if kind == "pool":
         return MaxPoolOr(p["h"], p["w"], p["c"], kernel=p["kernel"])
     if kind == "adapter":
@@ -147,12 +161,15 @@ def _synth(text: str, family: str, timeout: float = 900.0) -> dict:
             "seconds": round(r.seconds, 1)}
 
 
-def run_fit_designs(families, log=print, save: Path | None = None, rows: list | None = None) -> list[dict]:
-    """Synthesise the fit components (skipping those already in ``rows``; ``save`` is rewritten
-    after each, so an interrupted run resumes)."""
+def run_fit_designs(families, log=print, save: Path | None = None, rows: list | None = None,
+                    kinds: set | None = None) -> list[dict]:
+    """Synthesise the fit components (only those of ``kinds`` if given, skipping those already in
+    ``rows``; ``save`` is rewritten after each, so an interrupted run resumes)."""
     rows = list(rows or [])
     done = {(r["index"], r["family"]) for r in rows}
     for i, (kind, p) in enumerate(FIT_DESIGNS):
+        if kinds is not None and kind not in kinds:
+            continue
         todo = [f for f in families if (i, f) not in done]
         if not todo:
             continue
@@ -171,12 +188,15 @@ def run_fit_designs(families, log=print, save: Path | None = None, rows: list | 
     return rows
 
 
-def fit(rows: list[dict]) -> dict:
-    """NNLS per (family, model kind) of actual - fixed on the features, luts and ffs apart."""
+def fit(rows: list[dict], kinds: set | None = None) -> dict:
+    """NNLS per (family, model kind) of actual - fixed on the features, luts and ffs apart (only
+    the rows of spec ``kinds`` if given)."""
     from scipy.optimize import nnls
 
     groups: dict = {}
     for row in rows:
+        if kinds is not None and row["kind"] not in kinds:
+            continue
         block = build_component(row["kind"], row["params"], row["index"])
         fam = row["family"]
         kind, fixed, feats = est.block_features(block, fam)
@@ -381,19 +401,24 @@ def main(argv=None) -> int:
     ap.add_argument("--json", type=Path, help="write the rows as JSON")
     ap.add_argument("--save", type=Path, help="--fit: keep the synthesis counts here")
     ap.add_argument("--load", type=Path, help="--fit: refit from saved counts (no Yosys)")
+    ap.add_argument("--kinds", help="--fit: only these spec kinds (comma-separated, e.g. window,pool,adapter)")
     args = ap.parse_args(argv)
     families = [f.strip() for f in args.families.split(",") if f.strip()]
     for f in families:
         if f not in est.FAMILIES:
             ap.error(f"--families: {f!r} is not one of {', '.join(est.FAMILIES)}")
+    known = sorted({kind for kind, _ in FIT_DESIGNS})
+    kinds = None if not args.kinds else {k.strip() for k in args.kinds.split(",") if k.strip()}
+    if kinds and not kinds <= set(known):
+        ap.error(f"--kinds: {', '.join(sorted(kinds - set(known)))} not among {', '.join(known)}")
     t0 = time.perf_counter()
     if args.fit:
         if args.load:
             rows = json.loads(args.load.read_text())
         else:
             old = json.loads(args.save.read_text()) if args.save and args.save.is_file() else []
-            rows = run_fit_designs(families, save=args.save, rows=old)
-        coef = fit(rows)
+            rows = run_fit_designs(families, save=args.save, rows=old, kinds=kinds)
+        coef = fit(rows, kinds)
         print("COEF = " + json.dumps(coef, indent=4, sort_keys=True))
         out = rows
     elif args.memories:

@@ -26,6 +26,32 @@ def require_simulator(name: str) -> SimulatorTool:
         pytest.skip(f"{name} unavailable: {exc}")
 
 
+def _skip_or_fail_synth(what: str, exc: Exception) -> None:
+    if os.environ.get("BNNFAB_REQUIRE_SYNTH", "") not in ("", "0"):
+        pytest.fail(f"BNNFAB_REQUIRE_SYNTH is set but {what} is unavailable: {exc}")
+    pytest.skip(f"{what} unavailable: {exc}")
+
+
+def require_yosys() -> None:
+    """Skip (fail under ``BNNFAB_REQUIRE_SYNTH=1``, as CI sets it) without YoWASP Yosys."""
+    from bnnfab.codegen.synth import YosysNotFoundError, find_yosys
+
+    try:
+        find_yosys()
+    except YosysNotFoundError as exc:
+        _skip_or_fail_synth("Yosys", exc)
+
+
+def require_board_tools(board: str) -> None:
+    """Skip (fail under ``BNNFAB_REQUIRE_SYNTH=1``) without the YoWASP flow of ``board``."""
+    from bnnfab.boards.build import ToolsNotFoundError, tool_environment
+
+    try:
+        tool_environment(board)
+    except ToolsNotFoundError as exc:
+        _skip_or_fail_synth(f"the {board} flow", exc)
+
+
 @pytest.fixture(scope="session")
 def icarus() -> SimulatorTool:
     return require_simulator("icarus")

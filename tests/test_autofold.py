@@ -12,10 +12,11 @@ from __future__ import annotations
 import dataclasses
 import itertools
 import math
-import os
 
 import numpy as np
+import pandas as pd
 import pytest
+from conftest import require_yosys
 
 from bnnfab.boards.platforms import BOARDS, Resources
 from bnnfab.codegen import estimate as est
@@ -124,15 +125,10 @@ def test_parse_fold_auto():
 @pytest.mark.synth
 def test_estimate_of_an_auto_folded_design_is_within_15_percent_of_yosys(tmp_path):
     from bnnfab.codegen.generate import generate
-    from bnnfab.codegen.synth import YosysNotFoundError, find_yosys, synthesize
+    from bnnfab.codegen.synth import synthesize
     from bnnfab.models import zoo
 
-    try:
-        find_yosys()
-    except YosysNotFoundError as exc:
-        if os.environ.get("BNNFAB_REQUIRE_SYNTH", "") not in ("", "0"):
-            pytest.fail(f"BNNFAB_REQUIRE_SYNTH is set but Yosys is unavailable: {exc}")
-        pytest.skip(f"Yosys unavailable: {exc}")
+    require_yosys()
     model = zoo.load("digits-tfc")
     # the iCEBreaker with a third of its LUTs: a mid-sized folded design (synthesises in ~20 s)
     small = dataclasses.replace(BOARDS["icebreaker"], resources=Resources(luts=1800, ffs=5280, brams=30, dsps=8))
@@ -142,3 +138,47 @@ def test_estimate_of_an_auto_folded_design_is_within_15_percent_of_yosys(tmp_pat
     err = (res.estimate.luts - actual.lut_equivalent) / actual.lut_equivalent
     assert abs(err) <= 0.15, (res.estimate, actual.counts())
     assert res.estimate.brams == actual.brams
+
+
+def test_build_fold_auto_refolds_when_unrolled_layers_miss_timing(monkeypatch, tmp_path, capsys):
+    """``bnnfab build --fold auto``: a timing miss with unrolled layers is rebuilt all folded (the
+    place-and-route is replaced by a stand-in that misses timing while any layer is unrolled)."""
+    from bnnfab import cli
+    from bnnfab.boards import build as bb
+    from bnnfab.codegen import generate as gen
+    from bnnfab.codegen.config import Engine
+
+    configs, real_generate = [], gen.generate
+
+    def recording_generate(model, config):
+        configs.append(config)
+        return real_generate(model, config)
+
+    class Result:
+        bitstream = tmp_path / "top.bit"
+
+        def table(self):
+            return pd.DataFrame([{"lut_equivalent": 1}])
+
+    def fake_run_build(info, require_timing=True):
+        if any(c.engine is Engine.UNROLLED for c in configs[-1].layers.values()):
+            raise bb.TimingError("reaches 20 MHz, below its clock of 25 MHz", None)
+        return Result()
+
+    def fake_run_build_always_late(info, require_timing=True):
+        raise bb.TimingError("reaches 20 MHz, below its clock of 25 MHz", None)
+
+    monkeypatch.setattr(gen, "generate", recording_generate)
+    monkeypatch.setattr(bb, "run_build", fake_run_build)
+    args = ["build", "digits-tfc-mst", "--board", "ulx3s", "-o", str(tmp_path), "--fold", "auto"]
+    assert cli.main(args) == 0
+    first, second = configs
+    assert any(c.engine is Engine.UNROLLED for c in first.layers.values())  # the ULX3S plan unrolls
+    assert all(c.engine is Engine.FOLDED for c in second.layers.values())
+    assert "planning again with every layer folded" in capsys.readouterr().out
+
+    # a folded plan that still misses timing is the user's error, named, once
+    configs.clear()
+    monkeypatch.setattr(bb, "run_build", fake_run_build_always_late)
+    assert cli.main(args) == 2
+    assert len(configs) == 2 and "below its clock" in capsys.readouterr().err

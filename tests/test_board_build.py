@@ -16,6 +16,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import pytest
+from conftest import require_board_tools
 
 pytest.importorskip("amaranth_boards", reason="board builds need amaranth-boards (the [board] extra)")
 
@@ -161,20 +162,11 @@ def yowasp_cache(tmp_path_factory):
     mp.undo()
 
 
-def _require_tools(board: str) -> None:
-    try:
-        tool_environment(board)
-    except ToolsNotFoundError as exc:
-        if os.environ.get("BNNFAB_REQUIRE_SYNTH", "") not in ("", "0"):
-            pytest.fail(f"BNNFAB_REQUIRE_SYNTH is set but the {board} flow is unavailable: {exc}")
-        pytest.skip(f"YoWASP tools unavailable: {exc}")
-
-
 @pytest.mark.synth
 @pytest.mark.parametrize("board", ["icebreaker", "ulx3s"])
 def test_bitstream_build(yowasp_cache, zoo_design, board, tmp_path):
     """A trained zoo model to a bitstream on both open flows (iCE40 and ECP5)."""
-    _require_tools(board)
+    require_board_tools(board)
     info = plan_build(zoo_design, board, tmp_path / board)
     result = run_build(info)
     assert result.bitstream.is_file() and result.bitstream.stat().st_size > 0

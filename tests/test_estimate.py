@@ -3,18 +3,22 @@
 The memory-mapping cases are what Yosys (YoWASP, ``synth_ice40`` / ``synth_ecp5``) did with bare
 memories of those shapes (``bench/estimate_calibration.py --memories`` re-measures them): they are
 the independent reference for :func:`map_memory`. The whole-design accuracy against Yosys is a
-``synth`` test in ``tests/test_autofold.py`` and the bench.
+``synth`` test in ``tests/test_autofold.py`` and the bench; single held-out components are
+checked against Yosys here (``synth``).
 """
 
 from __future__ import annotations
 
 import numpy as np
 import pytest
+from conftest import require_yosys
 
 from bnnfab.codegen import estimate as est
 from bnnfab.codegen.config import Engine, GenConfig, LayerChoice
 from bnnfab.codegen.generate import generate
 from bnnfab.codegen.top import AcceleratorTop
+from bnnfab.hdl.streams import WidthAdapter
+from bnnfab.hdl.window import MaxPoolOr, SlidingWindow
 from bnnfab.models import Dense, Flatten, InputSpec, Model, zoo
 
 # (family, rom, width, depth) -> (block RAMs, ECP5 LUT-RAM cells) Yosys produced
@@ -104,3 +108,33 @@ def test_more_folding_is_never_estimated_larger_on_the_zoo_mlp():
     luts = [est.estimate_plan(generate(model, GenConfig(target_cycles=t)).plan).total("ice40").fit_luts
             for t in (64, 256, 1024)]
     assert luts[0] > luts[1] > luts[2]
+
+
+# Held-out components (shapes not among bench/estimate_calibration.py's FIT_DESIGNS) on the two
+# effects the fit separates: one-valued pad bits in a window register, and ECP5's LUT5 mapping of
+# split adapters with a chunk ratio of at most 4.
+HELD_OUT_COMPONENTS = {
+    "window-4x4x20-pad0": lambda: SlidingWindow(4, 4, 20, 1, kernel=3, pads=1, pad_value=0),
+    "window-4x4x20-pad1": lambda: SlidingWindow(4, 4, 20, 1, kernel=3, pads=1, pad_value=1),
+    "pool-4x4x40": lambda: MaxPoolOr(4, 4, 40, kernel=2),
+    "adapter-160-to-40": lambda: WidthAdapter(160, 40),
+    "adapter-160-to-20": lambda: WidthAdapter(160, 20),
+}
+
+
+@pytest.mark.synth
+@pytest.mark.parametrize("family", ["ice40", "ecp5"])
+@pytest.mark.parametrize("name", sorted(HELD_OUT_COMPONENTS))
+def test_component_estimate_is_within_15_percent_of_yosys(name, family):
+    from amaranth.back import verilog
+
+    from bnnfab.codegen.synth import synthesize
+
+    require_yosys()
+    block = HELD_OUT_COMPONENTS[name]()
+    cost = est.block_cost(block, family)
+    actual = synthesize(verilog.convert(block, name="top", emit_src=False), "top", family)
+    # the whole-design scale (FAMILY_LUT_SCALE) is for cross-block optimisation: undo it here
+    luts = cost.luts / est.FAMILY_LUT_SCALE[family]
+    assert abs(luts - actual.lut_equivalent) <= 0.15 * actual.lut_equivalent, (luts, actual.counts())
+    assert cost.brams == actual.brams

@@ -21,6 +21,7 @@ import sys
 import numpy as np
 import pandas as pd
 import pytest
+from conftest import require_board_tools, require_yosys
 
 from bnnfab.boards import platforms
 from bnnfab.boards import explore as ex
@@ -580,14 +581,9 @@ def test_run_exit_code_and_errors(tmp_path, tiny, monkeypatch):
 
 @pytest.mark.synth
 def test_synth_stage_counts_yosys_cells(tiny, tmp_path):
-    from bnnfab.codegen.synth import YosysNotFoundError, find_yosys, synthesize
+    from bnnfab.codegen.synth import synthesize
 
-    try:
-        find_yosys()
-    except YosysNotFoundError as exc:
-        if os.environ.get("BNNFAB_REQUIRE_SYNTH", "") not in ("", "0"):
-            pytest.fail(f"BNNFAB_REQUIRE_SYNTH is set but Yosys is unavailable: {exc}")
-        pytest.skip(f"Yosys unavailable: {exc}")
+    require_yosys()
     config = GenConfig(target_cycles=16)
     df = explore(tiny, "icebreaker", [config], tmp_path, stage="synth", workers=0)
     row = df.iloc[0]
@@ -603,14 +599,7 @@ def test_synth_stage_counts_yosys_cells(tiny, tmp_path):
 @pytest.mark.synth
 def test_build_stage_runs_place_and_route(tiny, tmp_path):
     """One small board build (~30 s): the only end-to-end check of the build stage's wiring."""
-    from bnnfab.boards.build import ToolsNotFoundError, tool_environment
-
-    try:
-        tool_environment("icebreaker")
-    except ToolsNotFoundError as exc:
-        if os.environ.get("BNNFAB_REQUIRE_SYNTH", "") not in ("", "0"):
-            pytest.fail(f"BNNFAB_REQUIRE_SYNTH is set but the iCE40 tools are unavailable: {exc}")
-        pytest.skip(f"iCE40 tools unavailable: {exc}")
+    require_board_tools("icebreaker")
     df = explore(tiny, "icebreaker", [GenConfig(target_cycles=16)], tmp_path, stage="build", workers=0)
     row = df.iloc[0]
     [report] = (tmp_path / "builds").glob("*/build_report.json")  # what run_build wrote beside the bitstream
