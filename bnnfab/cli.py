@@ -234,7 +234,7 @@ def cmd_mst(args) -> int:
     return 0
 
 
-def _gen_config(args, model=None):
+def _gen_config(args, model=None, *, allow_unrolled: bool = True):
     from .codegen.autofold import parse_fold_auto, plan_auto_fold
     from .codegen.config import ConfigError, Engine, GenConfig, LayerChoice
 
@@ -249,7 +249,7 @@ def _gen_config(args, model=None):
             raise CliError("--fold auto needs a board (bnnfab build/explore --board B): its LUTs and block RAMs bound the design")
         try:
             res = plan_auto_fold(
-                model, args.board, clock_mhz=getattr(args, "clock_mhz", None),
+                model, args.board, clock_mhz=getattr(args, "clock_mhz", None), allow_unrolled=allow_unrolled,
                 base=GenConfig(mst_depth=args.mst_depth, mst=not args.no_mst, fifo_depth=args.fifo_depth),
             )
         except ConfigError as exc:
@@ -371,23 +371,41 @@ def cmd_import(args) -> int:
 
 
 def cmd_build(args) -> int:
-    from .boards.build import BuildError, plan_build, run_build
+    from .boards.build import BuildError, TimingError, plan_build, run_build
     from .boards.clocking import plan_clock
     from .boards.platforms import UnknownBoardError
-    from .codegen.config import ConfigError
+    from .codegen.autofold import parse_fold_auto
+    from .codegen.config import ConfigError, Engine
     from .codegen.generate import generate, write_design
 
     model = _load_model(args.model)
     out = Path(args.output)
-    try:
-        design = generate(model, _gen_config(args, model))
+
+    def build(config):
+        design = generate(model, config)
         write_design(design, out / "design")
         info = plan_build(design, args.board, out, baud=args.baud, clock_mhz=args.clock_mhz)
         print(plan_clock(args.board, args.clock_mhz).describe())
         if args.no_run:
+            return None
+        return run_build(info, require_timing=not args.allow_timing_fail)
+
+    try:
+        config = _gen_config(args, model)
+        try:
+            result = build(config)
+        except TimingError as exc:
+            # --fold auto meets the clock: unrolled popcount trees hold the long paths, so a plan
+            # that unrolled a layer is rebuilt with every layer folded before giving up
+            unrolled = [i for i, c in config.layers.items() if c.engine is Engine.UNROLLED]
+            if not (parse_fold_auto(args.fold) and unrolled):
+                raise
+            print(f"{exc}\n--fold auto: timing missed with layer(s) {', '.join(map(str, unrolled))} unrolled; "
+                  f"planning again with every layer folded")
+            result = build(_gen_config(args, model, allow_unrolled=False))
+        if result is None:
             print(f"wrote the {args.board} build plan into {out} (run it later, or without --no-run)")
             return 0
-        result = run_build(info, require_timing=not args.allow_timing_fail)
     except (BuildError, UnknownBoardError, ConfigError, ValueError) as exc:
         raise CliError(str(exc)) from None
     table = result.table()
