@@ -52,6 +52,13 @@ For each network (``--nets``; default ``lfc,cnv``):
    by node, its custom ops in numpy) is timed on ``--qonnx-images`` images one at a time, for
    reference.
 
+6. A **ceiling** bounds what any bit-exact simulator can reach here: the C AVX-512 reference
+   kernel of ``bench/sim_throughput.py`` (the machine's XNOR-popcount limit) is timed on each
+   binary layer's own GEMM shape (M = batch x output positions, N, K), and the images/s of a
+   program that spent only that time (input, integer layer, thresholds, pooling and output free)
+   is printed with its ratio to the fastest onnxruntime graph. Where that ratio is below the goal,
+   the goal is out of reach on this machine whatever the simulator does.
+
 The goal line asks for the simulator at >= 20x the fastest onnxruntime graph at every thread
 count. The machine may be shared: compare figures from one run only (the load average is
 printed). ``--quick`` runs ``tiny`` with batch 256, 3 repeats, all threads only (a few seconds
@@ -693,6 +700,21 @@ def bench_net(net: Net, args, folder: Path) -> tuple[list[str], list[dict], dict
             metrics.append(metric(f"{net.name} sim / best onnxruntime ({best.split()[-1]}), {threads(t)}", ratio, "x",
                                   goal=f">= {GOAL:g}", headline=True))
 
+    ceiling = limit_ceiling(model, batch, args.threads, args.repeats, args.seed)
+    if ceiling is None:
+        lines.append("  ceiling: no C AVX-512 reference (gcc or VPOPCNTDQ missing)")
+    else:
+        lines.append(f"  ceiling: every binary MAC at the C AVX-512 reference's measured rate on this model's "
+                     f"{len(ceiling['layers'])} binary GEMM shapes, all else free (an upper bound on any exact simulator here):")
+        for t, rate in ceiling["images_per_s"].items():
+            ort_rates = {k: v for k, v in rows[t].items() if k != "bnnfab sim"}
+            best = max(ort_rates, key=ort_rates.get) if ort_rates else None
+            vs = f" = {rate / ort_rates[best]:.1f}x onnxruntime {best.split()[-1]}" if best else ""
+            lines.append(f"  {t:>7}  {'ceiling':<22} {rate:>12,.0f} sim at {rows[t]['bnnfab sim'] / rate:.0%} of it{vs}")
+            metrics.append(metric(f"{net.name} ceiling images/s, {threads(t)}", rate, "images/s"))
+            if best:
+                metrics.append(metric(f"{net.name} ceiling / best onnxruntime, {threads(t)}", rate / ort_rates[best], "x"))
+
     qonnx_rate = None
     q = time_qonnx(path, x[: args.qonnx_images], ref)
     if q is not None:
@@ -709,8 +731,50 @@ def bench_net(net: Net, args, folder: Path) -> tuple[list[str], list[dict], dict
         "images_per_s": {str(t): r for t, r in rows.items()},
         "goal_ratios": [{"threads": t, "best": b, "ratio": r} for t, b, r in goal_ratios],
         "qonnx_images_per_s": qonnx_rate,
+        "ceiling": ceiling,
     }
     return lines, metrics, raw, ok
+
+
+def limit_ceiling(model, batch: int, thread_counts: list[int], repeats: int, seed: int) -> dict | None:
+    """Images/s of a machine that ran every binary layer's XNOR-popcount GEMM of ``model`` at the
+    rate of the C AVX-512 reference (``bench/_c_ref.c``, the machine limit of
+    ``bench/sim_throughput.py``) on the layer's own shape (M = batch x output positions) and did
+    everything else (input, integer layer, thresholds, pooling, output) in no time: an upper bound
+    on any bit-exact simulator here. None without gcc/AVX-512."""
+    import numba
+
+    from bnnfab.sim import kernels
+    from bnnfab.sim.report import layer_table
+
+    try:
+        from sim_throughput import CRef, median_times
+    except ImportError:  # pragma: no cover - imported as bench.onnx_compare
+        from bench.sim_throughput import CRef, median_times
+    cref = CRef()
+    if cref.lib is None:
+        return None
+    rng = np.random.default_rng(seed)
+    table = layer_table(model)
+    binary = table[table["datapath"] == "xnor-popcount"]
+    out = {"layers": [], "images_per_s": {}}
+    seconds = dict.fromkeys(thread_counts, 0.0)
+    for row in binary.itertuples():
+        m, n, k = batch * int(row.positions), int(row.N), int(row.K)
+        kw = (k + 63) // 64
+        a = rng.integers(0, 2**64 - 1, size=(m, kw), dtype=np.uint64, endpoint=True)
+        w = rng.integers(0, 2**64 - 1, size=(n, kw), dtype=np.uint64, endpoint=True)
+        if k % 64:
+            a[:, -1] &= np.uint64((1 << (k % 64)) - 1)
+            w[:, -1] &= np.uint64((1 << (k % 64)) - 1)
+        pw = kernels.prepack_weights(w, k)
+        for t in thread_counts:
+            numba.set_num_threads(t)
+            secs = median_times({"c": lambda t=t: cref.gemm(a, pw, t)}, repeats)["c"]
+            seconds[t] += secs / batch
+        out["layers"].append({"layer": row.name, "M": m, "N": n, "K": k})
+    out["images_per_s"] = {t: 1.0 / s for t, s in seconds.items() if s > 0}
+    return out
 
 
 def _ints(text: str, what: str) -> list[int]:
