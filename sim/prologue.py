@@ -32,6 +32,8 @@ the simulator's integer first layer takes any of them.
 
 from __future__ import annotations
 
+import sys
+
 import numpy as np
 from numba import prange
 
@@ -46,6 +48,11 @@ NEEDS_REFERENCE = object()  # returned when the reference path must decide (it r
 _OPS = {"add": 0, "sub": 1, "mul": 2, "div": 3, "rsub": 4}
 _ROUND = {"half_even": 0, "half_up": 1, "half_down": 2, "up": 3, "down": 4, "floor": 5, "ceil": 6}
 _BLOCK = 32  # samples per parallel work item
+
+# Eight 0/1 bytes b0..b7 of a little-endian word u become the byte sum(b_i << i) as the top byte
+# of u * _GATHER8: each b_i lands on bit 56 + i, and every other partial product is a distinct
+# power of two below bit 56 or past bit 63, so nothing carries into the top byte.
+_GATHER8 = np.uint64(0x0102040810204080)
 
 # flag bits a kernel reports per work item
 _NAN_INPUT = 1
@@ -99,23 +106,24 @@ def _binary_kernel(x, opc, opv, thr, perm, last, last_words, out, flags):
     groups = s // last
     for blk in prange((bsz + _BLOCK - 1) // _BLOCK):
         y = np.empty(s, dtype=opv.dtype)
+        # one byte per bit (the tail past ``last`` stays 0), read back 8 bytes at a time
+        bits = np.zeros(last_words * 64, dtype=np.uint8)
+        bits8 = bits.view(np.uint64)
         f = 0
         for b in range(blk * _BLOCK, min(bsz, (blk + 1) * _BLOCK)):
             if _load_and_ops(x, b, y, opc, opv):
                 f |= _NAN_INPUT
+            ob = out[b].view(np.uint8)  # little-endian words: bit i of the group is byte i // 8, bit i % 8
             for g in range(groups):
                 base = g * last
-                for q in range(last_words):
-                    lo = q * 64
-                    n = min(64, last - lo)
-                    word = np.uint64(0)
-                    if perm.shape[0] == 0:
-                        for t in range(n):
-                            word |= np.uint64(y[base + lo + t] >= thr) << np.uint64(t)
-                    else:
-                        for t in range(n):
-                            word |= np.uint64(y[perm[base + lo + t]] >= thr) << np.uint64(t)
-                    out[b, g * last_words + q] = word
+                if perm.shape[0] == 0:
+                    for i in range(last):
+                        bits[i] = y[base + i] >= thr
+                else:
+                    for i in range(last):
+                        bits[i] = y[perm[base + i]] >= thr
+                for k in range(last_words * 8):
+                    ob[g * last_words * 8 + k] = np.uint8((bits8[k] * _GATHER8) >> np.uint64(56))
         flags[blk] = f
 
 
@@ -231,8 +239,11 @@ class InputPath:
 
     @property
     def fused(self) -> bool:
-        """Whether :meth:`run` handles this model's inputs (binary input, or a prologue)."""
-        return self.spec.binary or self.prologue is not None
+        """Whether :meth:`run` handles this model's inputs (binary input, or a prologue; binary
+        packing assumes little-endian words, as on every target Numba supports here)."""
+        if self.spec.binary:
+            return sys.byteorder == "little"
+        return self.prologue is not None
 
     def run(self, x: np.ndarray):
         b = x.shape[0]
