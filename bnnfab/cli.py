@@ -250,7 +250,8 @@ def _gen_config(args, model=None, *, allow_unrolled: bool = True):
         try:
             res = plan_auto_fold(
                 model, args.board, clock_mhz=getattr(args, "clock_mhz", None), allow_unrolled=allow_unrolled,
-                base=GenConfig(mst_depth=args.mst_depth, mst=not args.no_mst, fifo_depth=args.fifo_depth),
+                base=GenConfig(mst_depth=args.mst_depth, mst=not args.no_mst, fifo_depth=args.fifo_depth,
+                               register_every=args.register_every),
             )
         except ConfigError as exc:
             raise CliError(str(exc)) from None
@@ -267,7 +268,8 @@ def _gen_config(args, model=None, *, allow_unrolled: bool = True):
                 raise CliError(f"layer {idx} is given twice in --fold/--unroll")
             layers[idx] = LayerChoice(engine=Engine.UNROLLED)
         return GenConfig(
-            layers=layers, target_cycles=args.target_cycles, mst_depth=args.mst_depth, mst=not args.no_mst, fifo_depth=args.fifo_depth
+            layers=layers, target_cycles=args.target_cycles, mst_depth=args.mst_depth, mst=not args.no_mst, fifo_depth=args.fifo_depth,
+            register_every=args.register_every,
         )
     except ConfigError as exc:
         raise CliError(str(exc)) from None
@@ -512,6 +514,7 @@ def _add_gen_options(p: argparse.ArgumentParser, mst_help: str) -> None:
     g.add_argument("--mst-depth", type=_depth, default=4, metavar="D", help=mst_help)
     g.add_argument("--no-mst", action="store_true", help="unrolled layers without MST channel reuse")
     g.add_argument("--fifo-depth", type=_whole, default=0, metavar="D", help="a stream FIFO of D beats after every engine but the last (default 0: none)")
+    g.add_argument("--register-every", type=_positive, default=1, metavar="R", help="unrolled engines: a pipeline register every R adder levels of their popcount trees (default 1; 2-3 save flip-flops on small FPGAs, at some Fmax)")
 
 
 def build_parser() -> argparse.ArgumentParser:

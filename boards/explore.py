@@ -386,6 +386,7 @@ def sweep_points(model: "Model", dims: dict[str, tuple], base: "GenConfig | None
                 mst=base.mst,
                 fifo_depth=chosen.get("fifo-depth", base.fifo_depth),
                 name=base.name,
+                register_every=base.register_every,
             )
         except ConfigError as exc:  # pragma: no cover - values are checked above
             raise ExploreError(str(exc)) from None
@@ -422,6 +423,8 @@ def canonical_config(config: "GenConfig") -> dict:
     return {
         "target_cycles": config.target_cycles,
         "fifo_depth": config.fifo_depth,
+        # acts only through unrolled engines: folded designs keep one form
+        "register_every": config.register_every if any(e["engine"] == "unrolled" for e in layers.values()) else 1,
         "name": config.name,
         "layers": layers,
     }

@@ -142,9 +142,11 @@ def _pareto(cands: list[Candidate]) -> list[Candidate]:
 
 
 def layer_candidates(mv: MatVec, in_width: int | None, family, mst_depths: Iterable = DEFAULT_MST_DEPTHS,
-                     allow_unrolled: bool = True, lut_budget: float | None = None) -> list[Candidate]:
+                     allow_unrolled: bool = True, lut_budget: float | None = None,
+                     register_every: int = 1) -> list[Candidate]:
     """The Pareto-optimal (cycles, LUTs, block RAMs) ways to build layer ``mv`` when the stream
-    in front of it is ``in_width`` bits wide (None: it is the accelerator's input).
+    in front of it is ``in_width`` bits wide (None: it is the accelerator's input); unrolled
+    engines register their trees every ``register_every`` levels.
 
     With ``lut_budget``, an unrolled engine is not sized (which is slow for large layers) when
     its binary ops per vector, over 4 (a LUT4 adds at most four bits), already exceed it."""
@@ -179,7 +181,7 @@ def layer_candidates(mv: MatVec, in_width: int | None, family, mst_depths: Itera
                 seen.add(key)
             if lut_budget is not None and ops / 4 > lut_budget:
                 continue
-            plan = UnrolledPlan(mv.weights, mv.thresholds, parent, inverted)
+            plan = UnrolledPlan(mv.weights, mv.thresholds, parent, inverted, register_every=register_every)
             cost = est.unrolled_cost(plan, fam)
             if in_width is not None:
                 cost += est.adapter_cost(in_width, mv.k, fam)
@@ -292,7 +294,7 @@ def plan_auto_fold(model, board, *, clock_mhz: float | None = None, mst_depths: 
     allow_unrolled : bool
         Whether binary layers may be unrolled.
     base : GenConfig, optional
-        Other options (``fifo_depth``, ``name``, ``mst_depth``) to keep; its ``layers`` and
+        Other options (``fifo_depth``, ``name``, ``mst_depth``, ``register_every``) to keep; its ``layers`` and
         ``target_cycles`` are replaced.
 
     Raises
@@ -325,7 +327,8 @@ def plan_auto_fold(model, board, *, clock_mhz: float | None = None, mst_depths: 
     chain = lower_layers(model)
     glue, widths = _fixed_glue(chain, base, fam)
     matvecs = [s for s in chain if isinstance(s, MatVec)]
-    cands = [layer_candidates(mv, w, fam, depths, allow_unrolled, lut_budget) for mv, w in zip(matvecs, widths)]
+    cands = [layer_candidates(mv, w, fam, depths, allow_unrolled, lut_budget, base.register_every)
+             for mv, w in zip(matvecs, widths)]
     targets = sorted({c.cycles for layer in cands for c in layer})
     lo_bound = max(min(c.cycles for c in layer) for layer in cands)
     targets = [t for t in targets if t >= lo_bound]

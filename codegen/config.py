@@ -67,6 +67,10 @@ class GenConfig:
     fifo_depth : int
         Depth of a stream FIFO (:class:`bnnfab.hdl.fifo.StreamFifo`) after every engine but the
         last, decoupling neighbours; 0 for none.
+    register_every : int
+        Adder levels per pipeline register in unrolled engines' popcount trees (1: a register
+        after every level, the highest Fmax; 2 or 3 roughly halve or third the trees' flip-flops
+        and the engine's latency, for small FPGAs whose logic cells run out of flip-flops).
     name : str
         Name of the top-level Verilog module.
     """
@@ -77,6 +81,7 @@ class GenConfig:
     mst: bool = True
     fifo_depth: int = 0
     name: str = "bnnfab_top"
+    register_every: int = 1
 
     def __post_init__(self) -> None:
         if self.target_cycles is not None and (
@@ -87,6 +92,8 @@ class GenConfig:
             raise ConfigError(f"mst_depth must be a whole number >= 0 or None, not {self.mst_depth!r}")
         if isinstance(self.fifo_depth, bool) or not isinstance(self.fifo_depth, int) or self.fifo_depth < 0:
             raise ConfigError(f"fifo_depth must be a whole number >= 0, not {self.fifo_depth!r}")
+        if isinstance(self.register_every, bool) or not isinstance(self.register_every, int) or self.register_every < 1:
+            raise ConfigError(f"register_every must be a positive integer (adder levels per register), not {self.register_every!r}")
         if not isinstance(self.name, str) or not self.name.isidentifier():
             raise ConfigError(f"name must be a Verilog identifier, not {self.name!r}")
         for key, choice in self.layers.items():

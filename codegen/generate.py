@@ -175,6 +175,7 @@ def design_manifest(design: Design) -> dict:
             "mst_depth": cfg.mst_depth,
             "mst": cfg.mst,
             "fifo_depth": cfg.fifo_depth,
+            "register_every": cfg.register_every,
             "layers": {str(k): {f: (v.value if hasattr(v, "value") else v) for f, v in asdict(c).items()} for k, c in sorted(cfg.layers.items())},
         },
         "stream": asdict(design.format),

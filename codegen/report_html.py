@@ -833,6 +833,7 @@ def _section_config(data: ReportData) -> str:
         ("MST in unrolled layers", "yes" if cfg.mst else "no"),
         ("MST depth limit", "unlimited" if cfg.mst_depth is None else cfg.mst_depth),
         ("FIFO depth", cfg.fifo_depth),
+        ("unrolled trees: adder levels per register", cfg.register_every),
         ("top module", cfg.name),
         ("clock", f"{data.clock_mhz:g} MHz"),
     ]

@@ -43,8 +43,8 @@ from .plan import GatherSpec, HwPlan, LayerPlan, PoolSpec, WindowSpec
 __all__ = ["AcceleratorTop", "build_engine", "cycle_blocks", "StreamFormat"]
 
 
-def build_engine(lp: LayerPlan):
-    """The Amaranth engine of one planned layer."""
+def build_engine(lp: LayerPlan, register_every: int = 1):
+    """The Amaranth engine of one planned layer (``register_every``: of an unrolled engine)."""
     lv = lp.layer
     if lv.integer:
         return IntDense(lv.weights, lv.thresholds, bits=lv.in_bits, signed=lv.in_signed, pe=lp.pe, simd=lp.simd)
@@ -52,7 +52,7 @@ def build_engine(lp: LayerPlan):
         sch = lp.schedule
         parent = None if sch is None else sch.parent
         inverted = None if sch is None else sch.inverted
-        return UnrolledDense(lv.weights, lv.thresholds, parent, inverted)
+        return UnrolledDense(lv.weights, lv.thresholds, parent, inverted, register_every=register_every)
     return FoldedDense(lv.weights, lv.thresholds, pe=lp.pe, simd=lp.simd, position_classes=lv.position_classes)
 
 
@@ -140,7 +140,7 @@ class AcceleratorTop(wiring.Component):
                     continue  # a 1x1 map is already one vector
                 block = WidthAdapter(stage.chunk, stage.chunk * stage.pixels)
             else:
-                block = build_engine(stage)
+                block = build_engine(stage, plan.config.register_every)
                 self.engines.append(block)
             want = _width(_in_port(block))
             if width is not None and want != width:

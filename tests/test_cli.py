@@ -91,6 +91,7 @@ def test_mst_json(capsys):
         (["simulate", zoo.DEFAULT, "--inputs", "nope.npy"], "no such inputs file: nope.npy"),
         (["simulate", zoo.DEFAULT, "--batch-size", "0"], "must be a positive whole number, not '0'"),
         (["simulate", zoo.DEFAULT, "--labels", "y.npy"], "--labels goes with --inputs"),
+        (["generate", zoo.DEFAULT, "-o", "x", "--register-every", "0"], "must be a positive whole number, not '0'"),
     ],
 )
 def test_errors_are_one_line_without_traceback(capsys, argv, message):

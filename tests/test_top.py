@@ -119,7 +119,9 @@ def test_random_mlps_mixed_engines(seed):
         choices[model.compute_layers[1][0]] = LayerChoice(engine=Engine.FOLDED, pe=3, simd=4)
         choices[model.compute_layers[2][0]] = LayerChoice(engine=Engine.UNROLLED)
     images = _images(rng, model, 4)
-    _check(model, GenConfig(layers=choices, target_cycles=int(rng.choice([4, 16]))), images, seed=seed)
+    # unrolled trees registered every 1, 2 or 3 levels: latency and cycles follow the engine
+    cfg = GenConfig(layers=choices, target_cycles=int(rng.choice([4, 16])), register_every=[1, 2, 3, 2][seed])
+    _check(model, cfg, images, seed=seed)
 
 
 def test_binary_input_model():
@@ -188,4 +190,25 @@ def test_random_conv_nets(seed):
     if seed in (0, 3):
         choices[conv2] = LayerChoice(engine=Engine.UNROLLED, mst_depth=2)
     images = _images(rng, model, 3)
-    _check(model, GenConfig(layers=choices, target_cycles=int(rng.choice([32, 128])), fifo_depth=seed % 3), images, seed=seed)
+    cfg = GenConfig(layers=choices, target_cycles=int(rng.choice([32, 128])), fifo_depth=seed % 3, register_every=1 + seed % 3)
+    _check(model, cfg, images, seed=seed)
+
+
+def test_register_every_shortens_unrolled_engines_and_is_recorded():
+    """Fewer pipeline registers: a shorter latency and fewer flip-flops, the same results (the
+    whole-top checks above run register_every 1..3), and the choice is in design.json."""
+    from bnnfab.codegen.generate import design_manifest
+    from bnnfab.hdl.unrolled import UnrolledDense
+
+    model = zoo.load()
+    unrolled = {2: LayerChoice(engine=Engine.UNROLLED, mst_depth=8)}
+    engines = {}
+    for r in (1, 2, 3):
+        design = generate(model, GenConfig(target_cycles=256, layers=unrolled, register_every=r))
+        [eng] = [e for e in design.top.engines if isinstance(e, UnrolledDense)]
+        engines[r] = eng
+        assert design_manifest(design)["config"]["register_every"] == r
+    assert engines[1].latency > engines[2].latency > engines[3].latency
+    assert engines[1].cost().registers > engines[2].cost().registers > engines[3].cost().registers
+    with pytest.raises(ConfigError, match="register_every must be a positive integer"):
+        GenConfig(register_every=0)

@@ -4,6 +4,8 @@ caught."""
 
 from __future__ import annotations
 
+import json
+
 import re
 
 import numpy as np
@@ -64,7 +66,8 @@ def test_random_mlp_mixed_engines(icarus, rtl_build_root, tmp_path, seed):
     lo, hi = model.input.value_range
     x = rng.integers(lo, hi + 1, size=(10, k0))
     layers = {1: LayerChoice(engine=Engine.FOLDED, pe=5, simd=6), 2: LayerChoice(engine=Engine.UNROLLED, mst_depth=None if seed else 1)}
-    design = _design(tmp_path, model, GenConfig(layers=layers, target_cycles=16))
+    # seed 1 registers the unrolled trees every 2 levels
+    design = _design(tmp_path, model, GenConfig(layers=layers, target_cycles=16, register_every=1 + seed % 2))
     report = verify_design(design, x, simulator="icarus", seed=seed, build_dir=rtl_build_root)
     assert report.passed, report.summary()
 
@@ -99,8 +102,11 @@ def test_corrupted_weight_bit_is_caught(icarus, rtl_build_root, tmp_path, digits
 
 
 def test_cli_verify_prints_summary(icarus, tmp_path, capsys):
-    code = main(["generate", zoo.DEFAULT, "-o", str(tmp_path), "--target-cycles", "64"])
+    """Through the CLI, with the output layer unrolled and its trees registered every 2 levels."""
+    code = main(["generate", zoo.DEFAULT, "-o", str(tmp_path), "--target-cycles", "64", "--unroll", "3",
+                 "--register-every", "2"])
     assert code == 0
+    assert json.loads((tmp_path / "design.json").read_text())["config"]["register_every"] == 2
     capsys.readouterr()
     code = main(["verify", str(tmp_path), "--images", "5", "--simulator", "icarus"])
     out, err = capsys.readouterr()
