@@ -7,6 +7,7 @@ arithmetic. ``cache=True`` makes a later process load compiled kernels in millis
 
 from __future__ import annotations
 
+import numpy as np
 from llvmlite import ir
 from numba import njit, types
 from numba.extending import intrinsic
@@ -45,7 +46,7 @@ def popcount64(typingctx, x):
 
 
 def _stack_array(name: str, dtype, doc: str):
-    """An intrinsic ``name(n)``: pointer to ``n`` values of ``dtype`` (64-bit) on the stack."""
+    """An intrinsic ``name(n)``: pointer to ``n`` values of the integer type ``dtype`` on the stack."""
 
     def typer(typingctx, n):
         if not isinstance(n, types.IntegerLiteral) or n.literal_value <= 0:
@@ -53,10 +54,11 @@ def _stack_array(name: str, dtype, doc: str):
         size = n.literal_value
 
         def codegen(context, builder, signature, args):
+            bits = dtype.bitwidth
             with builder.goto_entry_block():
-                slot = builder.alloca(ir.ArrayType(ir.IntType(64), size))
+                slot = builder.alloca(ir.ArrayType(ir.IntType(bits), size))
                 slot.align = 64
-            return builder.bitcast(slot, ir.IntType(64).as_pointer())
+            return builder.bitcast(slot, ir.IntType(bits).as_pointer())
 
         return types.CPointer(dtype)(n), codegen
 
@@ -77,6 +79,23 @@ stack_i64 = _stack_array(
     """:func:`stack_u64` for int64: ``n`` (a compile-time constant) int64 on the stack, 64-byte
     aligned, uninitialised; the integer first-layer kernels' accumulator tile.""",
 )
+stack_i16 = _stack_array(
+    "stack_i16", types.int16,
+    """:func:`stack_u64` for int16: ``n`` (a compile-time constant) int16 on the stack, 64-byte
+    aligned, uninitialised; the narrowest integer first-layer tile (32 lanes per zmm).""",
+)
+stack_i32 = _stack_array(
+    "stack_i32", types.int32,
+    """:func:`stack_u64` for int32: ``n`` (a compile-time constant) int32 on the stack, 64-byte
+    aligned, uninitialised; the narrow integer first-layer tile (16 lanes per zmm).""",
+)
+
+
+#: Eight 0/1 bytes b0..b7 of a little-endian uint64 ``u`` become the byte ``sum(b_i << i)`` as the
+#: top byte of ``u * GATHER8``: each b_i lands on bit 56 + i, and every other partial product is a
+#: distinct power of two below bit 56 or past bit 63, so nothing carries into the top byte. Packs
+#: 64 comparison bytes into a word with 8 multiplies.
+GATHER8 = np.uint64(0x0102040810204080)
 
 
 @intrinsic

@@ -23,12 +23,12 @@ How the GEMM core reaches the machine's XNOR-popcount limit (perf.md):
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
 from numba import carray, prange
 
-from ._nb import jit, pjit, popcount64, stack_i64, stack_u64, wide_vectors
+from ._nb import GATHER8, jit, pjit, popcount64, stack_i16, stack_i32, stack_i64, stack_u64, wide_vectors
 
 __all__ = [
     "PackedWeights",
@@ -303,10 +303,22 @@ class IntWeights:
     n: int
     k: int
     masks: np.ndarray  # (ceil(n / 64), k, 64) int64, read-only
+    _narrow: dict = field(default_factory=dict, repr=False)
 
     @property
     def n_panels(self) -> int:
         return self.masks.shape[0]
+
+    def masks_as(self, dtype) -> np.ndarray:
+        """:attr:`masks` in another integer dtype (int16/int32: -1 stays all ones), cached."""
+        dt = np.dtype(dtype)
+        if dt == self.masks.dtype:
+            return self.masks
+        if dt not in self._narrow:
+            m = np.ascontiguousarray(self.masks.astype(dt))
+            m.flags.writeable = False
+            self._narrow[dt] = m
+        return self._narrow[dt]
 
 
 def prepack_int_weights(w_bits: np.ndarray) -> IntWeights:
@@ -441,7 +453,15 @@ def int_conv_threshold(x: np.ndarray, w_bits, stride, pads, pad_value: int, thre
     kh, kw, sh, sw, top, left, pad_value, ho, wo, band = g
     thr = _int_thresholds(thresholds, iw)
     out = np.empty((x.shape[0] * ho * wo, iw.n_panels), dtype=np.uint64)
-    _int_conv_thr(x, kh, kw, sh, sw, top, left, pad_value, ho, wo, band, iw.masks, thr, out)
+    # the narrowest lane in which every dot product is exact (|dot| <= K * max|x|, pads included)
+    big = max(abs(pad_value), -int(x.min()), int(x.max())) if x.size else abs(pad_value)
+    for lane, (kernel, limit) in _INT_CONV_THR.items():
+        if limit is None or iw.k * big <= limit:
+            break
+    if lane != np.int64:
+        info = np.iinfo(lane)
+        thr = np.clip(thr, info.min, info.max).astype(lane)  # out-of-range thresholds: same answers
+    kernel(x, kh, kw, sh, sw, top, left, pad_value, ho, wo, band, iw.masks_as(lane), thr, out)
     return out.reshape(x.shape[0], ho, wo, iw.n_panels)
 
 
@@ -956,14 +976,85 @@ def _int_conv_acc(x, kh, kw, sh, sw, top, left, pad_value, ho, wo, band, masks, 
             _int_block_acc(buf, 0, rows, masks, p, out, (img * ho + oy0) * wo)
 
 
-@pjit
-def _int_conv_thr(x, kh, kw, sh, sw, top, left, pad_value, ho, wo, band, masks, thr, out):
-    k = masks.shape[1]
-    for i in prange(x.shape[0] * _ceil_div(ho, band)):
-        wide_vectors()
-        buf = np.empty((band * wo, k), dtype=np.int64)  # this item's own patch buffer
-        img, oy0, oy1 = _conv_item(i, ho, band)
-        _int_patches(x, img, oy0, oy1, kh, kw, sh, sw, top, left, pad_value, wo, buf)
-        rows = (oy1 - oy0) * wo
-        for p in range(masks.shape[0]):
-            _int_block_thr(buf, 0, rows, masks, p, thr, out, (img * ho + oy0) * wo)
+def _direct_int_conv_thr(stack, rows: int, lane):
+    """A thresholded integer convolution kernel on ``lane`` integers (np.int16/int32/int64):
+    ``rows`` output positions per register tile of ``rows x 64`` lanes from ``stack`` (16 zmm).
+
+    No im2col: each work item copies its band's input rows, padded, into a small buffer of the
+    lane type, and tap ``q`` of the position based at ``b`` is ``buf[b + off[q]]``. The dot
+    products are computed modulo ``2**bits`` of the lane (the caller picks a lane in which
+    ``K * max|x|`` fits, so they are exact); each output word is 64 comparison bytes gathered 8 at
+    a time (:data:`~bnnfab.sim._nb.GATHER8`)."""
+
+    tile_size = rows * _LANES  # closure constants: literals for the stack allocations
+
+    @jit(inline="always")
+    def tile(xp, bases, off, panel, acc, sums):
+        for i in range(rows):
+            sums[i] = 0
+            for j in range(_LANES):
+                acc[i, j] = 0
+        for q in range(off.shape[0]):
+            o = off[q]
+            for i in range(rows):
+                xv = xp[bases[i] + o]
+                sums[i] += xv
+                for j in range(_LANES):
+                    acc[i, j] += xv & panel[q, j]
+
+    @pjit
+    def kernel(x, kh, kw, sh, sw, top, left, pad_value, ho, wo, band, masks, thr, out):
+        h, w, c = x.shape[1], x.shape[2], x.shape[3]
+        wp = (wo - 1) * sw + kw  # padded input columns read
+        rows_in = (band - 1) * sh + kh  # padded input rows read by a band
+        off = np.empty(kh * kw * c, dtype=np.int64)
+        for ky in range(kh):
+            for kx in range(kw):
+                for ch in range(c):
+                    off[(ky * kw + kx) * c + ch] = (ky * wp + kx) * c + ch
+        for i in prange(x.shape[0] * _ceil_div(ho, band)):
+            wide_vectors()
+            img, oy0, oy1 = _conv_item(i, ho, band)
+            xp = np.empty(rows_in * wp * c, dtype=masks.dtype)
+            for ry in range(rows_in):
+                iy = oy0 * sh - top + ry
+                for px in range(wp):
+                    ix = px - left
+                    inside = 0 <= iy < h and 0 <= ix < w
+                    for ch in range(c):
+                        xp[(ry * wp + px) * c + ch] = x[img, iy, ix, ch] if inside else pad_value
+            acc = carray(stack(tile_size), (rows, _LANES))
+            sums = carray(stack(rows), (rows,))
+            bits = np.zeros(rows * _LANES, dtype=np.uint8)
+            bits8 = bits.view(np.uint64)
+            bases = np.empty(rows, dtype=np.int64)
+            dst = np.empty(rows, dtype=np.int64)
+            n_pos = (oy1 - oy0) * wo
+            row0 = (img * ho + oy0) * wo
+            for p in range(masks.shape[0]):
+                t = thr[p * _LANES : (p + 1) * _LANES]
+                for m0 in range(0, n_pos, rows):
+                    for r in range(rows):
+                        m = min(m0 + r, n_pos - 1)
+                        dst[r] = row0 + m
+                        oy, ox = divmod(m, wo)
+                        bases[r] = (oy * sh * wp + ox * sw) * c
+                    tile(xp, bases, off, masks[p], acc, sums)
+                    for r in range(rows):
+                        for j in range(_LANES):
+                            bits[r * _LANES + j] = lane(2 * acc[r, j] - sums[r]) >= t[j]
+                    for r in range(rows):
+                        word = np.uint64(0)
+                        for k in range(8):
+                            word |= ((bits8[r * 8 + k] * GATHER8) >> np.uint64(56)) << np.uint64(8 * k)
+                        out[dst[r], p] = word
+
+    return kernel
+
+
+# lane dtype -> (kernel, largest K * max|x| for which the lane's dot products are exact)
+_INT_CONV_THR = {
+    np.dtype(np.int16): (_direct_int_conv_thr(stack_i16, 8, np.int16), 2**15 - 1),
+    np.dtype(np.int32): (_direct_int_conv_thr(stack_i32, 4, np.int32), 2**31 - 1),
+    np.dtype(np.int64): (_direct_int_conv_thr(stack_i64, 2, np.int64), None),
+}

@@ -39,7 +39,7 @@ from numba import prange
 
 from ..models import InputSpec, Model
 from ..models.bits import n_words
-from ._nb import jit, pjit
+from ._nb import GATHER8, jit, pjit
 
 __all__ = ["InputPath", "NEEDS_REFERENCE"]
 
@@ -48,11 +48,6 @@ NEEDS_REFERENCE = object()  # returned when the reference path must decide (it r
 _OPS = {"add": 0, "sub": 1, "mul": 2, "div": 3, "rsub": 4}
 _ROUND = {"half_even": 0, "half_up": 1, "half_down": 2, "up": 3, "down": 4, "floor": 5, "ceil": 6}
 _BLOCK = 32  # samples per parallel work item
-
-# Eight 0/1 bytes b0..b7 of a little-endian word u become the byte sum(b_i << i) as the top byte
-# of u * _GATHER8: each b_i lands on bit 56 + i, and every other partial product is a distinct
-# power of two below bit 56 or past bit 63, so nothing carries into the top byte.
-_GATHER8 = np.uint64(0x0102040810204080)
 
 # flag bits a kernel reports per work item
 _NAN_INPUT = 1
@@ -123,7 +118,7 @@ def _binary_kernel(x, opc, opv, thr, perm, last, last_words, out, flags):
                     for i in range(last):
                         bits[i] = y[perm[base + i]] >= thr
                 for k in range(last_words * 8):
-                    ob[g * last_words * 8 + k] = np.uint8((bits8[k] * _GATHER8) >> np.uint64(56))
+                    ob[g * last_words * 8 + k] = np.uint8((bits8[k] * GATHER8) >> np.uint64(56))
         flags[blk] = f
 
 
