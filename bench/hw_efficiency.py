@@ -61,17 +61,19 @@ DESIGNS = ("folded", "unrolled-plain", "unrolled-mst")
 DEFAULT_TARGET = {"icebreaker": 1024, "ulx3s": 32}
 
 
-def design_config(model, design: str, target_cycles: int, mst_depth: int | None, unroll=None) -> GenConfig:
+def design_config(model, design: str, target_cycles: int, mst_depth: int | None, unroll=None,
+                  register_every: int = 1) -> GenConfig:
     """The GenConfig of one of :data:`DESIGNS` for ``model``; ``unroll``: the layer names unrolled
-    in the unrolled designs (default: every binary layer)."""
+    in the unrolled designs (default: every binary layer), their trees registered every
+    ``register_every`` adder levels."""
     if design == "folded":
         return GenConfig(target_cycles=target_cycles)
     binary = {i: LayerChoice(engine=Engine.UNROLLED) for i, layer in model.compute_layers
               if not model.takes_integers(i) and (unroll is None or layer.name in unroll)}
     if design == "unrolled-plain":
-        return GenConfig(target_cycles=target_cycles, mst=False, layers=binary)
+        return GenConfig(target_cycles=target_cycles, mst=False, layers=binary, register_every=register_every)
     if design == "unrolled-mst":
-        return GenConfig(target_cycles=target_cycles, mst_depth=mst_depth, layers=binary)
+        return GenConfig(target_cycles=target_cycles, mst_depth=mst_depth, layers=binary, register_every=register_every)
     raise ValueError(f"design must be one of {', '.join(DESIGNS)}, not {design!r}")
 
 
@@ -81,10 +83,10 @@ def macs_per_image(model) -> int:
 
 
 def measure(model, board: str, design: str, target_cycles: int, mst_depth: int | None, workdir: Path,
-            unroll=None) -> dict:
+            unroll=None, register_every: int = 1) -> dict:
     """Generate and build one design; one result row (status ``ok``, ``does-not-fit``,
     ``timing-fail`` or ``error``)."""
-    cfg = design_config(model, design, target_cycles, mst_depth, unroll)
+    cfg = design_config(model, design, target_cycles, mst_depth, unroll, register_every)
     gen = generate(model, cfg)
     timing = design_manifest(gen)["timing"]
     rep = gen.report
@@ -96,6 +98,7 @@ def measure(model, board: str, design: str, target_cycles: int, mst_depth: int |
         "mst_depth": None if design != "unrolled-mst" else ("none" if mst_depth is None else mst_depth),
         "unrolled": None if design == "folded" else "+".join(
             layer.name for i, layer in model.compute_layers if i in cfg.layers),
+        "register_every": None if design == "folded" else register_every,
         "cycles_per_image": int(timing["cycles_per_image"]),
         "latency_cycles": int(timing["latency_cycles"]),
         "macs_per_image": macs_per_image(model),
@@ -143,9 +146,13 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--unroll", default=None, metavar="NAME,...",
                     help="layers unrolled in the unrolled designs, by name (default: every binary layer on the "
                          "ULX3S, the output layer on the iCEBreaker)")
+    ap.add_argument("--register-every", type=int, default=1, metavar="R",
+                    help="unrolled designs: a pipeline register every R adder levels (default 1)")
     ap.add_argument("--json", metavar="PATH", help="write the results (python -m bench contract)")
     ap.add_argument("--workdir", metavar="DIR", help="keep the build folders here (default: a temporary folder)")
     args = ap.parse_args(argv)
+    if args.register_every < 1:
+        ap.error(f"--register-every must be a positive whole number, not {args.register_every}")
     boards = [b.strip() for b in args.boards.split(",") if b.strip()]
     for b in boards:
         if not get_board(b).flow.runnable:
@@ -179,11 +186,11 @@ def main(argv: list[str] | None = None) -> int:
                     unroll = {model.compute_layers[-1][1].name}
                 else:
                     unroll = None
-                rows.append(measure(model, board, design, targets.get(board, 32), depth, work, unroll))
+                rows.append(measure(model, board, design, targets.get(board, 32), depth, work, unroll, args.register_every))
                 r = rows[-1]
                 print(f"  {r['status']}: " + ", ".join(f"{k}={r[k]}" for k in ("luts", "brams", "fmax_mhz", "images_per_s_clock", "detail") if k in r), flush=True)
     df = pd.DataFrame(rows)
-    cols = [c for c in ("board", "design", "unrolled", "mst_depth", "status", "luts", "ffs", "brams", "fmax_mhz", "clock_mhz",
+    cols = [c for c in ("board", "design", "unrolled", "register_every", "mst_depth", "status", "luts", "ffs", "brams", "fmax_mhz", "clock_mhz",
                         "cycles_per_image", "images_per_s_clock", "images_per_s_fmax", "ops_per_cycle_per_lut",
                         "binary_ops_built", "detail") if c in df.columns]
     print(f"\n{model.name}: {macs_per_image(model):,} MACs per image; folded layers at "
