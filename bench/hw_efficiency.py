@@ -4,7 +4,8 @@ ops per cycle per LUT, with and without MST channel reuse (issue 5 item 5, issue
 Usage::
 
     python bench/hw_efficiency.py [--quick] [--boards icebreaker,ulx3s] [--model NAME]
-                                  [--target-cycles T|BOARD=T,...] [--mst-depth D] [--json PATH] [--workdir DIR]
+                                  [--target-cycles T|BOARD=T,...] [--mst-depth D] [--unroll NAME,...]
+                                  [--register-every R] [--json PATH] [--workdir DIR]
 
 For one model (default: the bundled MST-regularised ``digits-tfc-mst``) and every board, three
 designs are generated and built to a bitstream through the YoWASP tools
@@ -15,8 +16,10 @@ included), one build at a time:
   the iCEBreaker, whose 5,280 LUT4s need the weights in block RAM, 32 on the ULX3S);
 * ``unrolled-plain``: the other layers folded to ``T``, binary layers unrolled (one vector per
   cycle, weights in logic) without channel reuse: every binary layer on the ULX3S; on the
-  iCEBreaker only the output layer, since unrolled 64 x 64 layers overflow its 5,280 logic cells
-  even with MST (their pipeline registers; ``--unroll NAME,...`` chooses others);
+  iCEBreaker the last hidden binary layer (``dense2`` of the default model) with its popcount
+  trees registered every 3 adder levels (``--register-every``; the iCE40UP5K's 5,280 logic cells
+  run out of flip-flops first), so that the plain layer does not fit and the MST one does
+  (``--unroll NAME,...`` and ``--register-every R`` choose others, for every board);
 * ``unrolled-mst``: the same folding, the unrolled layers with MST reuse at depth ``D`` (default 8).
 
 The last two have the same folding, so the same cycles per image: MST changes only the logic
@@ -59,6 +62,8 @@ DESIGNS = ("folded", "unrolled-plain", "unrolled-mst")
 # cycles per image of the folded layers: the iCE40UP5K (5,280 LUT4) needs deep folds so that the
 # weights sit in its 30 block RAMs; the ECP5-85F has room for a fast pipeline
 DEFAULT_TARGET = {"icebreaker": 1024, "ulx3s": 32}
+# adder levels per pipeline register of the unrolled trees: the iCE40UP5K is short of flip-flops
+DEFAULT_REGISTER_EVERY = {"icebreaker": 3, "ulx3s": 1}
 
 
 def design_config(model, design: str, target_cycles: int, mst_depth: int | None, unroll=None,
@@ -146,12 +151,13 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--unroll", default=None, metavar="NAME,...",
                     help="layers unrolled in the unrolled designs, by name (default: every binary layer on the "
                          "ULX3S, the output layer on the iCEBreaker)")
-    ap.add_argument("--register-every", type=int, default=1, metavar="R",
-                    help="unrolled designs: a pipeline register every R adder levels (default 1)")
+    ap.add_argument("--register-every", type=int, default=None, metavar="R",
+                    help="unrolled designs: a pipeline register every R adder levels (default "
+                         f"{','.join(f'{b}={r}' for b, r in DEFAULT_REGISTER_EVERY.items())})")
     ap.add_argument("--json", metavar="PATH", help="write the results (python -m bench contract)")
     ap.add_argument("--workdir", metavar="DIR", help="keep the build folders here (default: a temporary folder)")
     args = ap.parse_args(argv)
-    if args.register_every < 1:
+    if args.register_every is not None and args.register_every < 1:
         ap.error(f"--register-every must be a positive whole number, not {args.register_every}")
     boards = [b.strip() for b in args.boards.split(",") if b.strip()]
     for b in boards:
@@ -182,11 +188,13 @@ def main(argv: list[str] | None = None) -> int:
                 print(f"building {model.name} {design} for {board} ...", flush=True)
                 if args.unroll is not None:
                     unroll = {x.strip() for x in args.unroll.split(",")}
-                elif board == "icebreaker":
-                    unroll = {model.compute_layers[-1][1].name}
+                elif board == "icebreaker":  # the last hidden binary layer (else the output layer)
+                    binary = [layer.name for i, layer in model.compute_layers if not model.takes_integers(i)]
+                    unroll = {binary[-2] if len(binary) > 1 else binary[-1]}
                 else:
                     unroll = None
-                rows.append(measure(model, board, design, targets.get(board, 32), depth, work, unroll, args.register_every))
+                reg = args.register_every or DEFAULT_REGISTER_EVERY.get(board, 1)
+                rows.append(measure(model, board, design, targets.get(board, 32), depth, work, unroll, reg))
                 r = rows[-1]
                 print(f"  {r['status']}: " + ", ".join(f"{k}={r[k]}" for k in ("luts", "brams", "fmax_mhz", "images_per_s_clock", "detail") if k in r), flush=True)
     df = pd.DataFrame(rows)
@@ -220,6 +228,10 @@ def main(argv: list[str] | None = None) -> int:
             print(f"{board}: MST reuse takes {ratio:.2f}x fewer LUTs than plain at the same folding")
         elif plain and mst and "luts" in mst:
             print(f"{board}: the plain unrolled design does not fit ({plain.get('detail', plain['status'])}); with MST it does")
+            if plain["status"] == "does-not-fit":
+                used, avail = (int(v) for v in plain["detail"].split()[-1].split("/"))
+                metrics.append(_results.metric(f"{board} plain unrolled {plain['detail'].split()[0]} needed / available",
+                                               used / avail, "x", headline=True))
     if args.json:
         _results.write_json(args.json, {
             "bench": "hw_efficiency", "model": model.name, "target_cycles": targets, "rows": rows,
