@@ -12,8 +12,9 @@ Model
   folded engine, 1 for an unrolled one). Images per second = clock / cycles per image.
 * **Clock.** The design runs at the board's oscillator (``clock_mhz``, e.g. a PLL clock from ``bnnfab build --clock-mhz``, overrides it for the
   images/s figure only), and the search assumes it meets that clock: Fmax is not modelled and is
-  checked by the real build (``bnnfab build`` raises ``TimingError`` when it is missed; a smaller
-  MST depth or fewer unrolled layers shorten the paths).
+  checked by the real build. ``bnnfab build --fold auto`` meets it: when a plan that unrolls
+  layers misses timing, it plans again with every layer folded (short paths) and rebuilds; a
+  folded design that still misses it is reported (``TimingError``: lower ``--clock-mhz``).
 * **Fit.** The estimate's LUT4s (plus 6 per ECP5 distributed-RAM cell) must stay within
   ``margin`` (default 0.85) of the device's LUTs, and its block RAMs within the device's. The UART
   link and board glue of ``bnnfab build`` are not in the estimate; the margin covers them.
