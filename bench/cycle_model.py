@@ -22,11 +22,17 @@ reuse. For each design:
    cycles are compared with those the RTL run recorded), then on ``M`` images (default 100,000)
    with Bernoulli(0.3) patterns from numpy, where its per-call overhead no longer counts. Each
    figure is the median of ``R`` timed calls of the public function (pattern conversion included);
-   the first call of the process (Numba cache load or compile) is reported apart.
+   the first call of the process (Numba cache load or compile) is reported apart;
+4. the same two model runs with the stepper specialised to the design's chain
+   (``simulate_cycles(..., specialise=True)``: its loops over the blocks unrolled and its
+   parameters constants; bnnfab uses it by itself for runs of ``SPECIALISE_CYCLES`` cycles and
+   more), after compiling it once: the compile time is reported apart, as Verilator's build is.
 
-The two ratio columns divide the cycle model's rate (on ``N``, and on ``M`` images) by each RTL
-row's rate. The goal is a cycle model at least 1000x faster than cocotb+Verilator on the same
-images and stalls, by wall time; the goal lines also give the ratio with Verilator's start-up
+The two ratio columns divide the generic cycle model's rate (on ``N``, and on ``M`` images) by
+each RTL row's rate. The goal is a cycle model at least 1000x faster than cocotb+Verilator on the
+same images and stalls, by wall time, with compilation outside the rates on both sides (the
+specialised stepper against Verilator's compiled model; the generic stepper's ratio is printed
+beside it); the goal lines also give the ratio with Verilator's start-up
 taken out, and by CPU time (the simulator process's from ``getrusage(RUSAGE_CHILDREN)``, the
 model's thread's), which other load on the machine changes less. Cycle counts differ slightly between
 rows: the bench keeps clocking 8 drain cycles after the last result, the cycle model stops at it.
@@ -59,7 +65,7 @@ from bnnfab.codegen.tb.streams import StallMode, StallSpec
 from bnnfab.codegen.verify import DesignDir, load_design_dir, verify_design
 from bnnfab.models import zoo
 from bnnfab.models.datasets import load_dataset
-from bnnfab.sim.cycles import CycleTrace, simulate_cycles
+from bnnfab.sim.cycles import SPECIALISE_CYCLES, CycleTrace, simulate_cycles
 
 try:  # run as a script: bench/ is on sys.path
     from _results import metric
@@ -129,6 +135,9 @@ class DesignResult:
     model_many: Row | None = None
     model_first_call: float = 0.0
     model_runs: dict[str, list[float]] = field(default_factory=dict)
+    spec_same: Row | None = None  # the stepper specialised to this chain
+    spec_many: Row | None = None
+    spec_compile: float = 0.0  # its compilation, once per chain and process (not in any rate)
 
     def rtl_run(self, simulator: str) -> RtlRun | None:
         return next((r for r in self.rtl if r.simulator == simulator), None)
@@ -177,13 +186,14 @@ def numpy_patterns(design: DesignDir, n: int, rng: np.random.Generator) -> tuple
 # Measurements
 
 
-def time_model(design: DesignDir, n: int, in_valid, out_ready, repeats: int, label: str) -> tuple[Row, list[float]]:
+def time_model(design: DesignDir, n: int, in_valid, out_ready, repeats: int, label: str,
+               specialise: bool = False) -> tuple[Row, list[float]]:
     """Row of the median wall time (and median thread CPU time) of ``repeats`` calls; the wall times."""
     times, cpu = [], []
     trace = None
     for _ in range(repeats):
         c0, t0 = time.thread_time(), time.perf_counter()
-        trace = simulate_cycles(design.blocks, n, in_valid, out_ready)
+        trace = simulate_cycles(design.blocks, n, in_valid, out_ready, specialise=specialise)
         times.append(time.perf_counter() - t0)
         cpu.append(time.thread_time() - c0)
     row = Row(label, n, trace.cycles, statistics.median(times), cpu_seconds=statistics.median(cpu))
@@ -269,6 +279,12 @@ def bench_design(name, description, config, model, args, work: Path, first_call:
     m = args.model_images
     iv, orr = numpy_patterns(design, m, np.random.default_rng(SEED))
     res.model_many, res.model_runs["many"] = time_model(design, m, iv, orr, args.repeats, label)
+    t0 = time.perf_counter()
+    simulate_cycles(design.blocks, 1, specialise=True)  # compiles the chain's own stepper
+    res.spec_compile = time.perf_counter() - t0
+    label = f"cycle model specialised, median of {args.repeats}"
+    res.spec_same, res.model_runs["spec_same"] = time_model(design, n, in_valid, out_ready, args.repeats, label, True)
+    res.spec_many, res.model_runs["spec_many"] = time_model(design, m, iv, orr, args.repeats, label, True)
     return res
 
 
@@ -298,16 +314,17 @@ def print_design(res: DesignResult) -> None:
     )
     same, many = res.model_same, res.model_many
     head = (
-        f"  {'simulator':<30} {'images':>7} {'cycles':>11} {'seconds':>9} {'cycles/s':>9} "
+        f"  {'simulator':<38} {'images':>7} {'cycles':>11} {'seconds':>9} {'cycles/s':>9} "
         f"{f'model@{same.images:,} / this':>20} {f'model@{many.images:,} / this':>22}  check"
     )
     print(head)
     print("  " + "-" * (len(head) - 2))
     rows = [(r.row, "PASS" if r.row.passed else "FAIL") for r in res.rtl] + [(same, ""), (many, "")]
+    rows += [(res.spec_same, ""), (res.spec_many, "")]
     for row, check in rows:
         is_rtl = bool(check)
         print(
-            f"  {row.simulator:<30} {row.images:>7,} {row.cycles:>11,} {row.seconds:>9.4g} {_si(row.rate):>9} "
+            f"  {row.simulator:<38} {row.images:>7,} {row.cycles:>11,} {row.seconds:>9.4g} {_si(row.rate):>9} "
             f"{_ratio(same.rate / row.rate) if is_rtl else '':>20} {_ratio(many.rate / row.rate) if is_rtl else '':>22}  {check}"
         )
     for sim, why in res.skipped.items():
@@ -329,6 +346,13 @@ def print_design(res: DesignResult) -> None:
         f"{len(runs['many'])} calls); by thread CPU time {_si(same.cpu_rate)} and {_si(many.cpu_rate)} cycles/s; "
         f"first call of the process {res.model_first_call * 1e3:.0f} ms (Numba cache load or compile)"
     )
+    sv = res.rtl_run("verilator")
+    vs = f"; {_ratio(res.spec_same.rate / sv.row.rate)} cocotb+Verilator on the same images" if sv else ""
+    print(
+        f"  specialised stepper (loops over the blocks unrolled, parameters constant; bnnfab uses it by itself from "
+        f"{SPECIALISE_CYCLES:,} cycles): compiled in {res.spec_compile:.2f} s, once per chain and process, in no rate, "
+        f"like Verilator's build; {_si(res.spec_same.rate)} and {_si(res.spec_many.rate)} cycles/s{vs}"
+    )
 
 
 def goal_lines(results: list[DesignResult]) -> tuple[list[str], bool | None]:
@@ -338,18 +362,20 @@ def goal_lines(results: list[DesignResult]) -> tuple[list[str], bool | None]:
         if v is None:
             lines.append(f"  {res.name}: no Verilator figure ({res.skipped.get('verilator', 'not run')})")
             continue
-        same = res.model_same.rate / v.row.rate
-        many = res.model_many.rate / v.row.rate
-        steady = res.model_many.rate / v.marginal_rate
-        by_cpu = res.model_same.cpu_rate / v.row.cpu_rate
+        same = res.spec_same.rate / v.row.rate
+        many = res.spec_many.rate / v.row.rate
+        steady = res.spec_many.rate / v.marginal_rate
+        by_cpu = res.spec_same.cpu_rate / v.row.cpu_rate
+        generic = res.model_same.rate / v.row.rate
         ok = same >= GOAL and v.row.passed
         met.append(ok)
         verdict = ("MET" if ok else "NOT MET") if v.row.passed else "NOT MET (the RTL run failed verification)"
         lines.append(
-            f"  {res.name}: {_ratio(same)} on the same {v.row.images:,} images -> {verdict} "
-            f"({same / GOAL:.2f} of the goal's 1000x); {_ratio(many)} with the model on {res.model_many.images:,} "
+            f"  {res.name}: specialised stepper {_ratio(same)} on the same {v.row.images:,} images -> {verdict} "
+            f"({same / GOAL:.2f} of the goal's 1000x); {_ratio(many)} with the model on {res.spec_many.images:,} "
             f"images; {_ratio(steady)} with start-up taken out of Verilator's figure (model on "
-            f"{res.model_many.images:,}); {_ratio(by_cpu)} by CPU time instead of wall time"
+            f"{res.spec_many.images:,}); {_ratio(by_cpu)} by CPU time instead of wall time; the generic stepper "
+            f"(short runs, no compilation) {_ratio(generic)}"
         )
     return lines, (all(met) if met else None)
 
@@ -362,12 +388,16 @@ def metrics(results: list[DesignResult]) -> list[dict]:
         same, many = res.model_same, res.model_many
         out.append(metric(f"{res.name} cycle model cycles/s ({same.images:,} images)", same.rate, "cycles/s", headline=True))
         out.append(metric(f"{res.name} cycle model cycles/s ({many.images:,} images)", many.rate, "cycles/s"))
+        out.append(metric(f"{res.name} specialised cycle model cycles/s ({many.images:,} images)", res.spec_many.rate, "cycles/s"))
+        out.append(metric(f"{res.name} specialised cycle model compile", res.spec_compile, "s"))
         for r in res.rtl:
             label = LABELS[r.simulator]
             out.append(metric(f"{res.name} {label} cycles/s ({r.row.images:,} images)", r.row.rate, "cycles/s", headline=True))
             out.append(metric(f"{res.name} {label} cycles/s without start-up", r.marginal_rate, "cycles/s"))
             goal = f">= {GOAL:g}" if r.simulator == "verilator" and r.row.passed else None
-            out.append(metric(f"{res.name} cycle model / {label} (same images)", same.rate / r.row.rate, "x", goal=goal, headline=True))
+            out.append(metric(f"{res.name} cycle model / {label} (same images)", same.rate / r.row.rate, "x", headline=True))
+            out.append(metric(f"{res.name} specialised cycle model / {label} (same images)", res.spec_same.rate / r.row.rate,
+                              "x", goal=goal, headline=True))
             out.append(metric(f"{res.name} cycle model ({many.images:,} images) / {label}", many.rate / r.row.rate, "x"))
             out.append(metric(f"{res.name} cycle model / {label} by CPU time", same.cpu_rate / r.row.cpu_rate, "x"))
     return [m for m in out if np.isfinite(m["value"])]

@@ -12,7 +12,7 @@ from llvmlite import ir
 from numba import njit, types
 from numba.extending import intrinsic
 
-__all__ = ["jit", "pjit", "popcount64", "stack_u64", "stack_i64", "wide_vectors"]
+__all__ = ["GATHER8", "jit", "pjit", "popcount64", "stack_u64", "stack_i64", "stack_i32", "stack_i16", "wide_vectors"]
 
 
 def jit(fn=None, **overrides):

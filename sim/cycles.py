@@ -3,7 +3,8 @@ emitted output beat, exactly as the RTL does it (design.md §4).
 
 The hardware is a chain of stream blocks (engines, width adapters, argmax). Timing does not
 depend on data, so the model tracks only each block's control state — the same registers the
-RTL has — and steps the chain cycle by cycle in one Numba kernel:
+RTL has — and steps the chain cycle by cycle in one Numba kernel (a generic one for any chain;
+for long runs, one generated and compiled for the chain itself, see :func:`simulate_cycles`):
 
 1. every block's ``valid`` is a function of its registers alone;
 2. ``ready`` is resolved from the sink backwards: the sink's ``ready`` is the given pattern,
@@ -29,7 +30,9 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from ._nb import jit
+from numba import carray
+
+from ._nb import jit, stack_i64
 
 __all__ = ["Kind", "Block", "CycleTrace", "simulate_cycles"]
 
@@ -109,7 +112,7 @@ class CycleTrace:
 @jit(inline="always")
 def _win_needed(params, i, y):
     """Whether map row y lies in some window of output rows (else accepted and dropped)."""
-    h, kh, sh, top, ho = params[i, 0], params[i, 2], params[i, 4], params[i, 6], params[i, 9]
+    kh, sh, top, ho = params[i, 2], params[i, 4], params[i, 6], params[i, 9]
     return (y + top) % sh < kh and y < (ho - 1) * sh - top + kh
 
 
@@ -165,20 +168,180 @@ def _win_step(params, i, st, took, out_ready):
     st[i, _W_D] = d + row_done - released
 
 
-@jit
-def _run(kinds, params, n_in, n_out, in_valid, out_ready, limit):
-    nb = kinds.shape[0]
-    st = np.zeros((nb, _STATE), dtype=np.int64)
-    ready_in = np.zeros(nb + 1, dtype=np.bool_)  # ready_in[i]: ready of block i's input; [nb]: sink
-    valid = np.zeros(nb, dtype=np.bool_)
-    xin = np.zeros(nb, dtype=np.bool_)
-    xout = np.zeros(nb, dtype=np.bool_)
-    accept = np.full(n_in, -1, dtype=np.int64)
-    emit = np.full(n_out, -1, dtype=np.int64)
-    for i in range(nb):
+@jit(inline="always")
+def _valid(k, st, params, i):
+    """Block ``i``'s output ``valid`` (kind ``k``): a function of its registers."""
+    if k == 1:
+        return st[i, _F_OV] != 0
+    if k == 2:  # v_L
+        return ((st[i, 0] >> (params[i, 0] - 1)) & 1) != 0
+    if k == 5:
+        return st[i, _W_OV] != 0
+    # fifo: level != 0; split: full, gather: ov (slot 0; the chunk counter j is slot 1)
+    return st[i, 0] != 0
+
+
+@jit(inline="always")
+def _ready(k, st, params, i, valid, out_ready):
+    """Block ``i``'s input ``ready`` from its registers, its ``valid`` and its output's ``ready``."""
+    if k == 1:
+        return st[i, _F_FULL0 + st[i, _F_WB]] == 0
+    if k == 3:  # not full or (o.ready and j == R - 1)
+        return not valid or (out_ready and st[i, 1] == params[i, 0] - 1)
+    if k == 6:  # level != depth
+        return st[i, 0] != params[i, 0]
+    if k == 5:  # not needed(wy) or d < R
+        return not _win_needed(params, i, st[i, _W_WY]) or st[i, _W_D] < params[i, 8]
+    # unrolled: en = ~v_L | o.ready; gather: not ov or o.ready
+    return not valid or out_ready
+
+
+# Register updates at the clock edge, one function per kind: block ``i``'s state from its
+# transfers (``xin``, ``xout``) and the ``ready`` of its input and output.
+
+
+@jit(inline="always")
+def _update_folded(st, params, i, xin, xout, in_ready, out_ready):
+    nf = params[i, 0]
+    sf = params[i, 1]
+    stall = st[i, _F_B] == _FINAL and st[i, _F_OV] != 0 and not out_ready
+    set_bank = -1
+    if xin:
+        if st[i, _F_WI] == sf - 1:
+            st[i, _F_WI] = 0
+            set_bank = st[i, _F_WB]
+            st[i, _F_WB] ^= 1
+        else:
+            st[i, _F_WI] += 1
+    if not stall:
+        b_old = st[i, _F_B]
+        if b_old == _FINAL:
+            st[i, _F_OV] = 1
+        elif xout:
+            st[i, _F_OV] = 0
+        st[i, _F_B] = st[i, _F_A]
+        rb = st[i, _F_RB]
+        if st[i, _F_FULL0 + rb] != 0:
+            fn = st[i, _F_FN]
+            fs = st[i, _F_FS]
+            if fn == nf - 1 and fs == sf - 1:
+                st[i, _F_A] = _FINAL
+                st[i, _F_FN] = 0
+                st[i, _F_FS] = 0
+                st[i, _F_FULL0 + rb] = 0
+                st[i, _F_RB] = rb ^ 1
+            else:
+                st[i, _F_A] = _NOT_FINAL
+                if fs == sf - 1:
+                    st[i, _F_FN] = fn + 1
+                    st[i, _F_FS] = 0
+                else:
+                    st[i, _F_FS] = fs + 1
+        else:
+            st[i, _F_A] = _BUBBLE
+    if set_bank >= 0:
+        st[i, _F_FULL0 + set_bank] = 1
+
+
+@jit(inline="always")
+def _update_unrolled(st, params, i, xin, xout, in_ready, out_ready):
+    if in_ready:  # en: shift the valid flags, v_1 <- i.valid (= the transfer)
+        mask = (np.int64(1) << params[i, 0]) - 1
+        st[i, 0] = ((st[i, 0] << 1) | (1 if xin else 0)) & mask
+
+
+@jit(inline="always")
+def _update_split(st, params, i, xin, xout, in_ready, out_ready):
+    if xin:
+        st[i, 0] = 1
+        st[i, 1] = 0
+    elif xout:
+        if st[i, 1] == params[i, 0] - 1:
+            st[i, 0] = 0
+            st[i, 1] = 0
+        else:
+            st[i, 1] += 1
+
+
+@jit(inline="always")
+def _update_gather(st, params, i, xin, xout, in_ready, out_ready):
+    if xin:
+        if st[i, 1] == params[i, 0] - 1:
+            st[i, 1] = 0
+            st[i, 0] = 1
+        else:
+            st[i, 1] += 1
+            if xout:
+                st[i, 0] = 0
+    elif xout:
+        st[i, 0] = 0
+
+
+@jit(inline="always")
+def _update_window(st, params, i, xin, xout, in_ready, out_ready):
+    _win_step(params, i, st, xin, out_ready)
+
+
+@jit(inline="always")
+def _update_fifo(st, params, i, xin, xout, in_ready, out_ready):
+    st[i, 0] += (1 if xin else 0) - (1 if xout else 0)
+
+
+_UPDATE = {Kind.FOLDED: "_update_folded", Kind.UNROLLED: "_update_unrolled", Kind.SPLIT: "_update_split",
+           Kind.GATHER: "_update_gather", Kind.WINDOW: "_update_window", Kind.FIFO: "_update_fifo"}
+
+
+@jit(inline="always")
+def _update(k, st, params, i, xin, xout, in_ready, out_ready):
+    if k == 1:
+        _update_folded(st, params, i, xin, xout, in_ready, out_ready)
+    elif k == 2:
+        _update_unrolled(st, params, i, xin, xout, in_ready, out_ready)
+    elif k == 3:
+        _update_split(st, params, i, xin, xout, in_ready, out_ready)
+    elif k == 4:
+        _update_gather(st, params, i, xin, xout, in_ready, out_ready)
+    elif k == 5:
+        _update_window(st, params, i, xin, xout, in_ready, out_ready)
+    else:
+        _update_fifo(st, params, i, xin, xout, in_ready, out_ready)
+
+
+@jit(inline="always")
+def _init(kinds, params, st):
+    """Reset values: zeros, and a window's preloaded left-pad column counter."""
+    for i in range(kinds.shape[0]):
+        for s in range(_STATE):
+            st[i, s] = 0
         if kinds[i] == 5:
             st[i, _W_PX] = params[i, 7]
             st[i, _W_NX] = params[i, 3] - 1 - params[i, 7]
+
+
+# The stepper keeps the state and the parameters in stack arrays (``carray`` over ``stack_i64``):
+# arrays with no reference count, so handing them to the per-block functions costs nothing (with
+# heap arrays every call site pays an atomic increment and decrement, 10x slower).
+_MAX_BLOCKS = 512  # chains of up to this many blocks run in the generic stepper
+assert _MAX_BLOCKS * _STATE == 8192 and _MAX_BLOCKS * _PARAMS == 8192
+
+
+@jit
+def _run(kinds_in, params_in, n_in, n_out, in_valid, out_ready, limit):
+    """The generic stepper: any chain of up to ``_MAX_BLOCKS`` blocks, a loop over them per phase."""
+    nb = kinds_in.shape[0]
+    st = carray(stack_i64(8192), (_MAX_BLOCKS, _STATE))
+    params = carray(stack_i64(8192), (_MAX_BLOCKS, _PARAMS))
+    kinds = carray(stack_i64(_MAX_BLOCKS), (_MAX_BLOCKS,))
+    for i in range(nb):
+        kinds[i] = kinds_in[i]
+        for j in range(_PARAMS):
+            params[i, j] = params_in[i, j]
+    _init(kinds[:nb], params, st)
+    ready_in = np.zeros(nb + 1, dtype=np.bool_)  # ready_in[i]: ready of block i's input; [nb]: sink
+    valid = np.zeros(nb, dtype=np.bool_)
+    xin = np.zeros(nb + 1, dtype=np.bool_)  # xin[i]: transfer into block i; xin[nb]: out of the chain
+    accept = np.full(n_in, -1, dtype=np.int64)
+    emit = np.full(n_out, -1, dtype=np.int64)
     n_iv, n_or = in_valid.shape[0], out_ready.shape[0]
     holding = False
     sent = 0
@@ -190,122 +353,84 @@ def _run(kinds, params, n_in, n_out, in_valid, out_ready, limit):
         if not holding and sent < n_in and (c >= n_iv or in_valid[c]):
             holding = True
         ready_in[nb] = c >= n_or or out_ready[c]
-        # valid from registers
         for i in range(nb):
-            k = kinds[i]
-            if k == 1:
-                valid[i] = st[i, _F_OV] != 0
-            elif k == 2:  # v_L
-                valid[i] = ((st[i, 0] >> (params[i, 0] - 1)) & 1) != 0
-            elif k == 5:
-                valid[i] = st[i, _W_OV] != 0
-            elif k == 6:  # level != 0
-                valid[i] = st[i, 0] != 0
-            else:  # split: full, gather: ov (slot 0); chunk counter j in slot 1
-                valid[i] = st[i, 0] != 0
-        # ready, sink to source
+            valid[i] = _valid(kinds[i], st, params, i)
         for i in range(nb - 1, -1, -1):
-            k = kinds[i]
-            if k == 1:
-                ready_in[i] = st[i, _F_FULL0 + st[i, _F_WB]] == 0
-            elif k == 2:  # en = ~v_L | o.ready
-                ready_in[i] = not valid[i] or ready_in[i + 1]
-            elif k == 3:  # not full or (o.ready and j == R - 1)
-                ready_in[i] = not valid[i] or (ready_in[i + 1] and st[i, 1] == params[i, 0] - 1)
-            elif k == 6:  # level != depth
-                ready_in[i] = st[i, 0] != params[i, 0]
-            elif k == 5:  # not needed(wy) or d < R
-                ready_in[i] = not _win_needed(params, i, st[i, _W_WY]) or st[i, _W_D] < params[i, 8]
-            else:  # not ov or o.ready
-                ready_in[i] = not valid[i] or ready_in[i + 1]
-        # transfers
+            ready_in[i] = _ready(kinds[i], st, params, i, valid[i], ready_in[i + 1])
         xin[0] = holding and ready_in[0]
         for i in range(nb):
-            xout[i] = valid[i] and ready_in[i + 1]
-            if i + 1 < nb:
-                xin[i + 1] = xout[i]
+            xin[i + 1] = valid[i] and ready_in[i + 1]
         if xin[0]:
             accept[sent] = c
             sent += 1
             holding = False
-        if xout[nb - 1]:
+        if xin[nb]:
             emit[got] = c
             got += 1
-        # register updates
         for i in range(nb):
-            k = kinds[i]
-            if k == 1:
-                nf = params[i, 0]
-                sf = params[i, 1]
-                out_rdy = ready_in[i + 1]
-                stall = st[i, _F_B] == _FINAL and st[i, _F_OV] != 0 and not out_rdy
-                set_bank = -1
-                if xin[i]:
-                    if st[i, _F_WI] == sf - 1:
-                        st[i, _F_WI] = 0
-                        set_bank = st[i, _F_WB]
-                        st[i, _F_WB] ^= 1
-                    else:
-                        st[i, _F_WI] += 1
-                if not stall:
-                    b_old = st[i, _F_B]
-                    if b_old == _FINAL:
-                        st[i, _F_OV] = 1
-                    elif xout[i]:
-                        st[i, _F_OV] = 0
-                    st[i, _F_B] = st[i, _F_A]
-                    rb = st[i, _F_RB]
-                    if st[i, _F_FULL0 + rb] != 0:
-                        fn = st[i, _F_FN]
-                        fs = st[i, _F_FS]
-                        if fn == nf - 1 and fs == sf - 1:
-                            st[i, _F_A] = _FINAL
-                            st[i, _F_FN] = 0
-                            st[i, _F_FS] = 0
-                            st[i, _F_FULL0 + rb] = 0
-                            st[i, _F_RB] = rb ^ 1
-                        else:
-                            st[i, _F_A] = _NOT_FINAL
-                            if fs == sf - 1:
-                                st[i, _F_FN] = fn + 1
-                                st[i, _F_FS] = 0
-                            else:
-                                st[i, _F_FS] = fs + 1
-                    else:
-                        st[i, _F_A] = _BUBBLE
-                if set_bank >= 0:
-                    st[i, _F_FULL0 + set_bank] = 1
-            elif k == 2:
-                if ready_in[i]:  # en: shift the valid flags, v_1 <- i.valid (= the transfer)
-                    mask = (np.int64(1) << params[i, 0]) - 1
-                    st[i, 0] = ((st[i, 0] << 1) | (1 if xin[i] else 0)) & mask
-            elif k == 5:
-                _win_step(params, i, st, xin[i], ready_in[i + 1])
-            elif k == 6:
-                st[i, 0] += (1 if xin[i] else 0) - (1 if xout[i] else 0)
-            elif k == 3:
-                if xin[i]:
-                    st[i, 0] = 1
-                    st[i, 1] = 0
-                elif xout[i]:
-                    if st[i, 1] == params[i, 0] - 1:
-                        st[i, 0] = 0
-                        st[i, 1] = 0
-                    else:
-                        st[i, 1] += 1
-            else:
-                if xin[i]:
-                    if st[i, 1] == params[i, 0] - 1:
-                        st[i, 1] = 0
-                        st[i, 0] = 1
-                    else:
-                        st[i, 1] += 1
-                        if xout[i]:
-                            st[i, 0] = 0
-                elif xout[i]:
-                    st[i, 0] = 0
+            _update(kinds[i], st, params, i, xin[i], xin[i + 1], ready_in[i], ready_in[i + 1])
         c += 1
     return accept, emit, c
+
+
+# -- a stepper specialised to one chain ---------------------------------------------------------
+#
+# The same phases with the loops over blocks unrolled: each block's kind, index and parameters are
+# constants of the generated function (``P`` is a global array, which Numba freezes), so LLVM drops
+# the kind dispatch and the parameter loads and keeps the blocks' state in registers.
+
+_SPEC_TEMPLATE = """
+def run(n_in, n_out, in_valid, out_ready, limit):
+    st = carray(stack_i64({size}), ({nb}, {state}))
+    _init(K, P, st)
+    accept = np.full(n_in, -1, dtype=np.int64)
+    emit = np.full(n_out, -1, dtype=np.int64)
+    n_iv, n_or = in_valid.shape[0], out_ready.shape[0]
+    holding = False
+    sent = 0
+    got = 0
+    c = 0
+    while got < n_out or sent < n_in:
+        if c >= limit:
+            return accept, emit, -1
+        if not holding and sent < n_in and (c >= n_iv or in_valid[c]):
+            holding = True
+        r{nb} = c >= n_or or out_ready[c]
+{body}        c += 1
+    return accept, emit, c
+"""
+
+
+def _spec_source(kinds: list[int]) -> str:
+    nb = len(kinds)
+    lines = [f"v{i} = _valid({k}, st, P, {i})" for i, k in enumerate(kinds)]
+    lines += [f"r{i} = _ready({kinds[i]}, st, P, {i}, v{i}, r{i + 1})" for i in range(nb - 1, -1, -1)]
+    lines.append("x0 = holding and r0")
+    lines += [f"x{i + 1} = v{i} and r{i + 1}" for i in range(nb)]
+    lines += ["if x0:", "    accept[sent] = c", "    sent += 1", "    holding = False",
+              f"if x{nb}:", "    emit[got] = c", "    got += 1"]
+    lines += [f"{_UPDATE[Kind(k)]}(st, P, {i}, x{i}, x{i + 1}, r{i}, r{i + 1})" for i, k in enumerate(kinds)]
+    body = "".join(" " * 8 + line + "\n" for line in lines)
+    return _SPEC_TEMPLATE.format(size=nb * _STATE, nb=nb, state=_STATE, body=body)
+
+
+_SPECIALISED: dict = {}
+#: Simulated cycles from which ``simulate_cycles`` specialises by default: the generic stepper
+#: takes about as long for them as compiling the specialised one.
+SPECIALISE_CYCLES = 100_000_000
+
+
+def _specialised(kinds: np.ndarray, params: np.ndarray):
+    """The compiled stepper of one chain (compiled once per chain and process)."""
+    key = (kinds.tobytes(), params.tobytes())
+    fn = _SPECIALISED.get(key)
+    if fn is None:
+        namespace = {"np": np, "carray": carray, "stack_i64": stack_i64, "_init": _init, "_valid": _valid,
+                     "_ready": _ready, "K": kinds.copy(), "P": params.copy()}
+        namespace.update((name, globals()[name]) for name in _UPDATE.values())
+        exec(compile(_spec_source(kinds.tolist()), "<bnnfab cycle model>", "exec"), namespace)
+        fn = _SPECIALISED[key] = jit(namespace["run"], cache=False)
+    return fn
 
 
 def _pattern(p, what: str) -> np.ndarray:
@@ -323,6 +448,7 @@ def simulate_cycles(
     in_valid=None,
     out_ready=None,
     limit: int | None = None,
+    specialise: bool | None = None,
 ) -> CycleTrace:
     """Cycles of every accepted input beat and emitted output beat of a chain of blocks.
 
@@ -334,6 +460,10 @@ def simulate_cycles(
     in_valid, out_ready : per-cycle patterns (true past their end); None means always
     limit : give up after this many cycles (default: a generous bound from the patterns and the
         blocks' cycles per item)
+    specialise : step with a kernel compiled for this chain (its loops over blocks unrolled, its
+        parameters constants; about a second to compile, once per chain and process, then several
+        times faster) instead of the generic one; the traces are the same. None (default): when
+        the run is long enough to pay for the compilation (:data:`SPECIALISE_CYCLES`)
 
     Raises
     ------
@@ -355,7 +485,13 @@ def simulate_cycles(
         per_item = sum(int(np.prod(b.params[:2])) + 8 for b in blocks)
         limit = iv.shape[0] + orr.shape[0] + 64 + 4 * (int(n_items) + 2) * per_item
     n_out = int(n_items) * blocks[-1].out_beats_per_item
-    accept, emit, cycles = _run(kinds, params, n_in, n_out, iv, orr, int(limit))
+    if specialise is None:
+        slowest = max(int(np.prod(b.params[:2])) if b.kind is Kind.FOLDED else 1 for b in blocks)
+        specialise = int(n_items) * slowest >= SPECIALISE_CYCLES
+    if specialise or len(blocks) > _MAX_BLOCKS:
+        accept, emit, cycles = _specialised(kinds, params)(n_in, n_out, iv, orr, int(limit))
+    else:
+        accept, emit, cycles = _run(kinds, params, n_in, n_out, iv, orr, int(limit))
     if cycles < 0:
         raise ValueError(f"the chain did not emit {n_items} items within {limit} cycles")
     return CycleTrace(accept=accept, emit=emit, cycles=int(cycles))

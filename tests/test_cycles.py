@@ -121,3 +121,59 @@ def test_fifo_block_matches_reference(data):
     beats = data.draw(st.integers(0, 30))
     horizon = 4 * beats + 20
     _compare(data, Block(Kind.FIFO, (depth,)), beats, horizon, lambda iv, orr: fifo_cycle_reference(depth, iv, orr, beats))
+
+
+def _zoo_chains():
+    from bnnfab.codegen.config import Engine, GenConfig, LayerChoice
+    from bnnfab.codegen.generate import generate
+    from bnnfab.models import zoo
+
+    configs = [
+        ("digits-tfc", GenConfig(target_cycles=16, fifo_depth=2)),
+        ("digits-tfc-mst", GenConfig(target_cycles=64, layers={3: LayerChoice(engine=Engine.UNROLLED)})),
+        ("digits-ecoc-cnn", GenConfig(target_cycles=256)),  # windows, pools and gathers
+    ]
+    return [generate(zoo.load(name), cfg).blocks for name, cfg in configs]
+
+
+_CHAINS = []
+
+
+@settings(max_examples=12, deadline=None)
+@given(st.data())
+def test_specialised_stepper_equals_the_generic_one(data):
+    """The stepper compiled for one chain (loops unrolled, parameters constant) gives the generic
+    stepper's trace, beat for beat, under the same stalls."""
+    if not _CHAINS:
+        _CHAINS.extend(_zoo_chains())
+    blocks = data.draw(st.sampled_from(_CHAINS))
+    items = data.draw(st.integers(0, 5))
+    horizon = 4 * (simulate_cycles(blocks, items).cycles + 64)
+    iv = _patterns(data.draw, horizon)
+    orr = _patterns(data.draw, horizon)
+    generic = simulate_cycles(blocks, items, iv, orr, specialise=False)
+    special = simulate_cycles(blocks, items, iv, orr, specialise=True)
+    assert special.accept.tolist() == generic.accept.tolist()
+    assert special.emit.tolist() == generic.emit.tolist()
+    assert special.cycles == generic.cycles
+
+
+def test_long_chains_and_long_runs_use_the_specialised_stepper(monkeypatch):
+    from bnnfab.sim import cycles
+
+    calls = []
+    real = cycles._specialised
+
+    def spy(kinds, params):
+        calls.append(len(kinds))
+        return real(kinds, params)
+
+    monkeypatch.setattr(cycles, "_specialised", spy)
+    chain = [Block(Kind.FOLDED, (2, 3)), Block(Kind.FIFO, (2,)), Block(Kind.UNROLLED, (3,))]
+    short = simulate_cycles(chain, 4)
+    assert calls == []
+    monkeypatch.setattr(cycles, "_MAX_BLOCKS", 2)  # more blocks than the generic stepper holds
+    assert simulate_cycles(chain, 4).emit.tolist() == short.emit.tolist() and calls == [3]
+    monkeypatch.setattr(cycles, "_MAX_BLOCKS", 512)
+    monkeypatch.setattr(cycles, "SPECIALISE_CYCLES", 24)  # 4 items x 6 cycles
+    assert simulate_cycles(chain, 4).emit.tolist() == short.emit.tolist() and calls == [3, 3]
