@@ -713,7 +713,8 @@ def bench_net(net: Net, args, folder: Path) -> tuple[list[str], list[dict], dict
             lines.append(f"  {t:>7}  {'ceiling':<22} {rate:>12,.0f} sim at {rows[t]['bnnfab sim'] / rate:.0%} of it{vs}")
             metrics.append(metric(f"{net.name} ceiling images/s, {threads(t)}", rate, "images/s"))
             if best:
-                metrics.append(metric(f"{net.name} ceiling / best onnxruntime, {threads(t)}", rate / ort_rates[best], "x"))
+                metrics.append(metric(f"{net.name} ceiling / best onnxruntime, {threads(t)}", rate / ort_rates[best], "x",
+                                      headline=True))
 
     qonnx_rate = None
     q = time_qonnx(path, x[: args.qonnx_images], ref)
