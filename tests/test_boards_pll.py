@@ -214,7 +214,8 @@ amaranth_boards = pytest.importorskip("amaranth_boards", reason="board plans nee
 from bnnfab.boards.build import load_plan, plan_build, run_build  # noqa: E402
 from bnnfab.boards.platforms import BOARDS  # noqa: E402
 from bnnfab.boards.top import BoardTop  # noqa: E402
-from test_board_build import _require_tools, small_design, yowasp_cache  # noqa: E402, F401 - fixtures used below
+from conftest import require_board_tools  # noqa: E402
+from test_board_build import small_design, yowasp_cache  # noqa: E402, F401 - fixtures used below
 
 
 def _cell(rtlil: str, cell_type: str) -> dict[str, str]:
@@ -267,7 +268,7 @@ def test_uart_divisor_comes_from_the_pll_clock(small_design, board, mhz, achieve
 @pytest.mark.synth
 @pytest.mark.parametrize(("board", "mhz", "pll_cell"), [("icebreaker", 30, "ICESTORM_PLL"), ("ulx3s", 50, "EHXPLLL")])
 def test_pll_build(yowasp_cache, small_design, board, mhz, pll_cell, tmp_path):
-    _require_tools(board)
+    require_board_tools(board)
     info = plan_build(small_design, board, tmp_path, clock_mhz=mhz)
     result = run_build(info, require_timing=False)
     assert result.bitstream.is_file() and result.bitstream.stat().st_size > 0
