@@ -321,16 +321,16 @@ def _init(kinds, params, st):
 # The stepper keeps the state and the parameters in stack arrays (``carray`` over ``stack_i64``):
 # arrays with no reference count, so handing them to the per-block functions costs nothing (with
 # heap arrays every call site pays an atomic increment and decrement, 10x slower).
-_MAX_BLOCKS = 512  # chains of up to this many blocks run in the generic stepper
-assert _MAX_BLOCKS * _STATE == 8192 and _MAX_BLOCKS * _PARAMS == 8192
+_MAX_BLOCKS = 256  # chains of up to this many blocks run in the generic stepper (2 x 32 KiB of stack)
+assert _MAX_BLOCKS * _STATE == 4096 and _MAX_BLOCKS * _PARAMS == 4096
 
 
 @jit
 def _run(kinds_in, params_in, n_in, n_out, in_valid, out_ready, limit):
     """The generic stepper: any chain of up to ``_MAX_BLOCKS`` blocks, a loop over them per phase."""
     nb = kinds_in.shape[0]
-    st = carray(stack_i64(8192), (_MAX_BLOCKS, _STATE))
-    params = carray(stack_i64(8192), (_MAX_BLOCKS, _PARAMS))
+    st = carray(stack_i64(4096), (_MAX_BLOCKS, _STATE))
+    params = carray(stack_i64(4096), (_MAX_BLOCKS, _PARAMS))
     kinds = carray(stack_i64(_MAX_BLOCKS), (_MAX_BLOCKS,))
     for i in range(nb):
         kinds[i] = kinds_in[i]
@@ -415,8 +415,8 @@ def _spec_source(kinds: list[int]) -> str:
 
 
 _SPECIALISED: dict = {}
-#: Simulated cycles from which ``simulate_cycles`` specialises by default: the generic stepper
-#: takes about as long for them as compiling the specialised one.
+#: Simulated cycles from which ``simulate_cycles`` specialises by default: about 4 s of the generic
+#: stepper, against ~2 s to compile the specialised one plus ~1.3 s to run it.
 SPECIALISE_CYCLES = 100_000_000
 
 
@@ -461,9 +461,10 @@ def simulate_cycles(
     limit : give up after this many cycles (default: a generous bound from the patterns and the
         blocks' cycles per item)
     specialise : step with a kernel compiled for this chain (its loops over blocks unrolled, its
-        parameters constants; about a second to compile, once per chain and process, then several
-        times faster) instead of the generic one; the traces are the same. None (default): when
-        the run is long enough to pay for the compilation (:data:`SPECIALISE_CYCLES`)
+        parameters constants; 1.5-2 s to compile, once per chain and process, then about 3x
+        faster) instead of the generic one; the traces are the same. None (default): when the run
+        is long enough to pay for the compilation (:data:`SPECIALISE_CYCLES`), or the chain has
+        more blocks than the generic stepper holds (256)
 
     Raises
     ------

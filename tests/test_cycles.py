@@ -174,6 +174,7 @@ def test_long_chains_and_long_runs_use_the_specialised_stepper(monkeypatch):
     assert calls == []
     monkeypatch.setattr(cycles, "_MAX_BLOCKS", 2)  # more blocks than the generic stepper holds
     assert simulate_cycles(chain, 4).emit.tolist() == short.emit.tolist() and calls == [3]
-    monkeypatch.setattr(cycles, "_MAX_BLOCKS", 512)
+    monkeypatch.undo()
+    monkeypatch.setattr(cycles, "_specialised", spy)
     monkeypatch.setattr(cycles, "SPECIALISE_CYCLES", 24)  # 4 items x 6 cycles
     assert simulate_cycles(chain, 4).emit.tolist() == short.emit.tolist() and calls == [3, 3]
