@@ -377,7 +377,10 @@ def _run(kinds_in, params_in, n_in, n_out, in_valid, out_ready, limit):
 #
 # The same phases with the loops over blocks unrolled: each block's kind, index and parameters are
 # constants of the generated function (``P`` is a global array, which Numba freezes), so LLVM drops
-# the kind dispatch and the parameter loads and keeps the blocks' state in registers.
+# the kind dispatch and the parameter loads and keeps the blocks' state in registers. Its edge
+# logic (source offer, sink, limit) is ``_run``'s line for line: ``_run`` stays a function of this
+# file for Numba's disk cache, and handing its arrays to shared helpers would cost a reference
+# count per call and cycle (see above), so the few lines are written twice, on purpose.
 
 _SPEC_TEMPLATE = """
 def run(n_in, n_out, in_valid, out_ready, limit):
