@@ -26,6 +26,26 @@ def require_simulator(name: str) -> SimulatorTool:
         pytest.skip(f"{name} unavailable: {exc}")
 
 
+def tiny_mlp(seed: int = 0, name: str = "tiny", **model_options):
+    """A seeded three-layer MLP (6-bit input, 13 -> 24 -> 16 -> 4) that generates in about a
+    second; ``model_options`` go to :class:`~bnnfab.models.Model` (e.g. ``metadata``)."""
+    import numpy as np
+
+    from bnnfab.models import Dense, InputSpec, Model
+
+    rng = np.random.default_rng(seed)
+    return Model(
+        InputSpec((13,), bits=6),
+        (
+            Dense(rng.random((24, 13)) < 0.5, rng.integers(-40, 41, 24)),
+            Dense(rng.random((16, 24)) < 0.5, rng.integers(-5, 6, 16)),
+            Dense(rng.random((4, 16)) < 0.5),
+        ),
+        name=name,
+        **model_options,
+    )
+
+
 def _skip_or_fail_synth(what: str, exc: Exception) -> None:
     if os.environ.get("BNNFAB_REQUIRE_SYNTH", "") not in ("", "0"):
         pytest.fail(f"BNNFAB_REQUIRE_SYNTH is set but {what} is unavailable: {exc}")

@@ -21,7 +21,7 @@ import sys
 import numpy as np
 import pandas as pd
 import pytest
-from conftest import require_board_tools, require_yosys
+from conftest import require_board_tools, require_yosys, tiny_mlp
 
 from bnnfab.boards import platforms
 from bnnfab.boards import explore as ex
@@ -41,7 +41,7 @@ from bnnfab.boards.explore import (
     sweep_points,
 )
 from bnnfab.codegen.generate import generate
-from bnnfab.models import Dense, InputSpec, Model
+from bnnfab.models import Model
 from bnnfab.models.io import dumps_model
 from bnnfab.sim.mst import plan_mst
 
@@ -51,16 +51,7 @@ ICEBREAKER_LUTS = 5280  # iCE40UP5K logic cells (the board's datasheet figure)
 
 def _tiny(seed: int = 0) -> Model:
     """Compute layers 0 (6-bit integer input, 24x13), 1 (16x24) and 2 (4x16); generates in ~1 s."""
-    rng = np.random.default_rng(seed)
-    return Model(
-        InputSpec((13,), bits=6),
-        (
-            Dense(rng.random((24, 13)) < 0.5, rng.integers(-40, 41, 24)),
-            Dense(rng.random((16, 24)) < 0.5, rng.integers(-5, 6, 16)),
-            Dense(rng.random((4, 16)) < 0.5),
-        ),
-        name="tiny",
-    )
+    return tiny_mlp(seed)
 
 
 @pytest.fixture(scope="module")

@@ -14,6 +14,7 @@ import shutil
 
 import numpy as np
 import pytest
+from conftest import tiny_mlp
 
 from bnnfab.codegen.config import Engine, GenConfig, LayerChoice
 from bnnfab.codegen.report_html import (
@@ -27,7 +28,7 @@ from bnnfab.codegen.report_html import (
     run,
 )
 from bnnfab.codegen.verify import VerifyReport
-from bnnfab.models import Dense, InputSpec, Model, zoo
+from bnnfab.models import Model, zoo
 from bnnfab.models.datasets import load_dataset
 from bnnfab.sim.functional import Simulator
 
@@ -47,18 +48,8 @@ def mlp_page(mlp_data):
 
 
 def _tiny(seed: int = 0, name: str = "tiny") -> Model:
-    """A three-layer MLP that generates in a moment (no dataset fits it)."""
-    rng = np.random.default_rng(seed)
-    return Model(
-        InputSpec((13,), bits=6),
-        (
-            Dense(rng.random((24, 13)) < 0.5, rng.integers(-40, 41, 24)),
-            Dense(rng.random((16, 24)) < 0.5, rng.integers(-5, 6, 16)),
-            Dense(rng.random((4, 16)) < 0.5),
-        ),
-        name=name,
-        metadata={"zeta": "last", "alpha": "<b>first</b>"},
-    )
+    """A three-layer MLP that generates in a moment (no dataset fits it), with metadata to show."""
+    return tiny_mlp(seed, name, metadata={"zeta": "last", "alpha": "<b>first</b>"})
 
 
 def _section(page: str, sid: str) -> str:
