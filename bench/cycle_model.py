@@ -68,9 +68,9 @@ from bnnfab.models.datasets import load_dataset
 from bnnfab.sim.cycles import SPECIALISE_CYCLES, CycleTrace, simulate_cycles
 
 try:  # run as a script: bench/ is on sys.path
-    from _results import metric
+    from _results import finite, metric
 except ImportError:  # pragma: no cover - imported as bench.cycle_model
-    from bench._results import metric
+    from bench._results import finite, metric
 
 GOAL = 1000.0  # cycle model vs cocotb+Verilator, simulated cycles per second
 SEED = 1  # verify_design's stall seed
@@ -403,17 +403,6 @@ def metrics(results: list[DesignResult]) -> list[dict]:
     return [m for m in out if np.isfinite(m["value"])]
 
 
-def _finite(obj):
-    """The object with NaN and infinities as None (JSON has neither)."""
-    if isinstance(obj, float):
-        return obj if np.isfinite(obj) else None
-    if isinstance(obj, dict):
-        return {k: _finite(v) for k, v in obj.items()}
-    if isinstance(obj, (list, tuple)):
-        return [_finite(v) for v in obj]
-    return obj
-
-
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--quick", action="store_true", help="20 RTL images, 10k model images, 3 repeats (a smoke run)")
@@ -490,7 +479,7 @@ def main(argv=None) -> int:
                 for res in results
             ],
         }
-        Path(args.json).write_text(json.dumps(_finite(out), indent=2) + "\n")
+        Path(args.json).write_text(json.dumps(finite(out), indent=2) + "\n")
         print(f"wrote {args.json}")
     return 1 if failed else 0
 
