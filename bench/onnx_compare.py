@@ -743,15 +743,13 @@ def limit_ceiling(model, batch: int, thread_counts: list[int], repeats: int, see
     ``bench/sim_throughput.py``) on the layer's own shape (M = batch x output positions) and did
     everything else (input, integer layer, thresholds, pooling, output) in no time: an upper bound
     on any bit-exact simulator here. None without gcc/AVX-512."""
-    import numba
-
     from bnnfab.sim import kernels
     from bnnfab.sim.report import layer_table
 
     try:
-        from sim_throughput import CRef, median_times
+        from sim_throughput import CRef, median_times, random_packed
     except ImportError:  # pragma: no cover - imported as bench.onnx_compare
-        from bench.sim_throughput import CRef, median_times
+        from bench.sim_throughput import CRef, median_times, random_packed
     cref = CRef()
     if cref.lib is None:
         return None
@@ -762,15 +760,9 @@ def limit_ceiling(model, batch: int, thread_counts: list[int], repeats: int, see
     seconds = dict.fromkeys(thread_counts, 0.0)
     for row in binary.itertuples():
         m, n, k = batch * int(row.positions), int(row.N), int(row.K)
-        kw = (k + 63) // 64
-        a = rng.integers(0, 2**64 - 1, size=(m, kw), dtype=np.uint64, endpoint=True)
-        w = rng.integers(0, 2**64 - 1, size=(n, kw), dtype=np.uint64, endpoint=True)
-        if k % 64:
-            a[:, -1] &= np.uint64((1 << (k % 64)) - 1)
-            w[:, -1] &= np.uint64((1 << (k % 64)) - 1)
-        pw = kernels.prepack_weights(w, k)
-        for t in thread_counts:
-            numba.set_num_threads(t)
+        a = random_packed(rng, m, k)
+        pw = kernels.prepack_weights(random_packed(rng, n, k), k)
+        for t in thread_counts:  # the C kernel takes its thread count itself
             secs = median_times({"c": lambda t=t: cref.gemm(a, pw, t)}, repeats)["c"]
             seconds[t] += secs / batch
         out["layers"].append({"layer": row.name, "M": m, "N": n, "K": k})

@@ -203,11 +203,17 @@ def median_times(fns: dict, repeats: int) -> dict:
     return {name: float(np.median(ts)) for name, ts in times.items()}
 
 
+def random_packed(rng, rows: int, k: int) -> np.ndarray:
+    """``rows`` random ``k``-bit vectors packed in uint64 words, pad bits 0."""
+    words = rng.integers(0, 2**64 - 1, size=(rows, (k + 63) // 64), dtype=np.uint64, endpoint=True)
+    if k % 64:
+        words[:, -1] &= np.uint64((1 << (k % 64)) - 1)
+    return words
+
+
 def bench_layer(layer: Layer, cref: CRef, repeats: int, threads: list[int], baseline_rows: int, rng) -> dict:
     kw = (layer.k + 63) // 64
-    w = rng.integers(0, 2**64 - 1, size=(layer.n, kw), dtype=np.uint64, endpoint=True)
-    if layer.k % 64:
-        w[:, -1] &= np.uint64((1 << (layer.k % 64)) - 1)
+    w = random_packed(rng, layer.n, layer.k)
     pw = kernels.prepack_weights(w, layer.k)
     thr = rng.integers(0, layer.k + 1, size=(1, layer.n))
 
